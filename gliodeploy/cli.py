@@ -1,0 +1,67 @@
+"""The ``gliodeploy`` command: synthetic cohort, training, evaluation, explanation, export, serving.
+
+Each command lives in ``gliodeploy/<package>/commands.py`` and imports its heavy dependencies
+inside the function, so ``gliodeploy --help`` is instant and needs no torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import typer
+
+from gliodeploy import __version__
+from gliodeploy.cli_utils import run_app
+
+app = typer.Typer(
+    name="gliodeploy",
+    help=(
+        "Train, evaluate, explain, package and serve 3D CNNs that predict glioma recurrence vs "
+        "treatment-related change on static 18F-FDOPA PET.\n\n"
+        "Typical flow: synth (or your own manifest) -> train -> evaluate -> explain -> export -> serve; "
+        "then query the server with gliodeploy-client."
+    ),
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+# (command name, module, function). Order = order in --help.
+COMMANDS: list[tuple[str, str, str]] = [
+    ("synth", "gliodeploy.synth.commands", "synth"),
+    ("preprocess", "gliodeploy.preprocessing.commands", "preprocess"),
+    ("train", "gliodeploy.training.commands", "train"),
+    ("evaluate", "gliodeploy.evaluation.commands", "evaluate"),
+    ("explain", "gliodeploy.explain.commands", "explain"),
+    ("export", "gliodeploy.export.commands", "export"),
+    ("verify", "gliodeploy.export.commands", "verify"),
+    ("serve", "gliodeploy.serving.commands", "serve"),
+    ("demo", "gliodeploy.demo", "demo"),
+]
+
+for _name, _module, _attr in COMMANDS:
+    try:
+        _fn = getattr(importlib.import_module(_module), _attr)
+    except ModuleNotFoundError as _exc:  # TODO(integration): make strict once every command exists
+        if _exc.name != _module:
+            raise
+        continue
+    app.command(_name)(_fn)
+
+
+@app.callback(invoke_without_command=True)
+def _root(
+    version: bool = typer.Option(False, "--version", help="Print the version and exit."),
+) -> None:
+    if version:
+        typer.echo(f"gliodeploy {__version__}")
+        raise typer.Exit(0)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    run_app(app)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Client side: read a PET scan, convert to SUV, preprocess, query Triton. Never imports torch."""

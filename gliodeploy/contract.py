@@ -1,0 +1,32 @@
+"""Names and conventions shared by export, serving and the client (no heavy imports).
+
+Array convention everywhere in gliodeploy: a volume on the model grid is a float32 numpy
+array indexed ``[x, y, z]`` (SimpleITK index order, i.e. ``GetArrayFromImage(img).T``),
+shape ``(128, 128, 82)`` for the study's grid. Model input tensors are ``[B, 1, X, Y, Z]``.
+"""
+
+from __future__ import annotations
+
+#: Label names, index = label value in manifests (0 = treatment-related change, 1 = recurrence).
+LABEL_NAMES: tuple[str, str] = ("treatment-related change", "recurrence")
+
+#: Triton model that takes SUV volumes already on the model grid (client-side geometry).
+ENSEMBLE_MODEL = "gliodeploy_ensemble"
+#: Triton model that resamples/masks/centres/crops a native-grid SUV volume on the server.
+GEOMETRY_MODEL = "gliodeploy_geometry"
+#: Triton ensemble that chains GEOMETRY_MODEL -> ENSEMBLE_MODEL (thin clients).
+NATIVE_PIPELINE_MODEL = "gliodeploy_native"
+
+#: Input of ENSEMBLE_MODEL: FP32 [B, 1, X, Y, Z] brain-masked SUV on the model grid (not normalised;
+#: the intensity normalisation is part of the exported graph, exactly as in training).
+INPUT_SUV = "suv"
+#: Outputs of ENSEMBLE_MODEL.
+OUTPUT_PROBABILITY = "probability"  # FP32 [B, 1]: mean of the folds' probabilities
+OUTPUT_FOLD_PROBABILITIES = "fold_probabilities"  # FP32 [B, K]
+OUTPUT_LOGIT = "logit"  # FP32 [B, 1]: logit of the ensemble probability
+
+#: Inputs of GEOMETRY_MODEL / NATIVE_PIPELINE_MODEL (batch of one native volume per request).
+INPUT_NATIVE_VOLUME = "native_suv"  # FP32 [Z, Y, X] as SimpleITK's GetArrayFromImage gives it
+INPUT_SPACING = "spacing"  # FP64 [3] (x, y, z) mm
+INPUT_ORIGIN = "origin"  # FP64 [3] mm
+INPUT_DIRECTION = "direction"  # FP64 [9] row-major direction cosines

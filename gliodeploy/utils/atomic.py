@@ -1,0 +1,50 @@
+"""Atomic file writes: a reader never sees a half-written checkpoint, report or model file."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+
+@contextlib.contextmanager
+def atomic_path(target: str | os.PathLike[str], *, is_dir: bool = False) -> Iterator[Path]:
+    """Yield a temporary path beside ``target``; on success it is renamed onto ``target``.
+
+    On an exception the temporary file (or folder, with ``is_dir=True``) is removed and
+    ``target`` is left exactly as it was.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    prefix = f".{target.name}.tmp-"
+    if is_dir:
+        tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=target.parent))
+    else:
+        fd, name = tempfile.mkstemp(prefix=prefix, suffix="".join(target.suffixes), dir=target.parent)
+        os.close(fd)
+        tmp = Path(name)
+    try:
+        yield tmp
+        if is_dir and target.exists():
+            raise FileExistsError(f"{target} already exists; refusing to replace a folder")
+        os.replace(tmp, target)
+    except BaseException:
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            tmp.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write(target: str | os.PathLike[str], data: bytes | str) -> Path:
+    """Write ``data`` to ``target`` atomically (text is UTF-8)."""
+    payload = data.encode("utf-8") if isinstance(data, str) else data
+    with atomic_path(target) as tmp:
+        with open(tmp, "wb") as fh:
+            fh.write(payload)
+            fh.flush()
+            os.fsync(fh.fileno())
+    return Path(target)
