@@ -1,4 +1,4 @@
-"""``gliodeploy-client``: send PET scans to a gliodeploy Triton server (placeholder until the client issue)."""
+"""``gliodeploy-client``: send PET scans to a gliodeploy Triton server."""
 
 from __future__ import annotations
 

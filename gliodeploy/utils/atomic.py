@@ -42,9 +42,8 @@ def atomic_path(target: str | os.PathLike[str], *, is_dir: bool = False) -> Iter
 def atomic_write(target: str | os.PathLike[str], data: bytes | str) -> Path:
     """Write ``data`` to ``target`` atomically (text is UTF-8)."""
     payload = data.encode("utf-8") if isinstance(data, str) else data
-    with atomic_path(target) as tmp:
-        with open(tmp, "wb") as fh:
-            fh.write(payload)
-            fh.flush()
-            os.fsync(fh.fileno())
+    with atomic_path(target) as tmp, open(tmp, "wb") as fh:
+        fh.write(payload)
+        fh.flush()
+        os.fsync(fh.fileno())
     return Path(target)
