@@ -1,0 +1,2 @@
+"""Evaluation of trained runs: metrics with bootstrap CIs, the TBR clinical baseline, calibration and
+the HTML report (``gliodeploy evaluate``)."""
