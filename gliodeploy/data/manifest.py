@@ -1,0 +1,190 @@
+"""Read and validate a cohort manifest CSV before any expensive work starts.
+
+Columns (see docs/ARCHITECTURE.md): ``subject, image, label, scanner, site, split`` plus optional
+SUV inputs (``weight_kg``, ``injected_dose_bq``). Every problem found is reported at once, naming
+the manifest, the column and the rows, so a user fixes the file in one go.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from gliodeploy.errors import ConfigError, InputError
+
+REQUIRED_COLUMNS: tuple[str, ...] = ("subject", "image", "label", "scanner", "site", "split")
+#: Optional numeric columns handed to ``gliodeploy.io.load_pet`` as keyword arguments.
+SUV_COLUMNS: tuple[str, ...] = ("weight_kg", "injected_dose_bq")
+SPLITS: tuple[str, ...] = ("train", "test")
+
+
+@dataclass(frozen=True)
+class ManifestRow:
+    """One scan of the cohort. ``image`` is resolved to an absolute path."""
+
+    subject: str
+    image: Path
+    label: int
+    scanner: str
+    site: str
+    split: str
+    suv_kwargs: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def stratum(self) -> str:
+        """Cross-validation stratum: label x scanner (the study's stratification)."""
+        return f"{self.label}|{self.scanner}"
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A validated cohort manifest."""
+
+    path: Path
+    rows: tuple[ManifestRow, ...]
+
+    @property
+    def train(self) -> list[ManifestRow]:
+        """Rows used for cross-validation (``split == "train"``), in file order."""
+        return [r for r in self.rows if r.split == "train"]
+
+    @property
+    def test(self) -> list[ManifestRow]:
+        """Held-out / external rows (``split == "test"``)."""
+        return [r for r in self.rows if r.split == "test"]
+
+    def by_subject(self) -> dict[str, ManifestRow]:
+        """Rows keyed by subject identifier."""
+        return {r.subject: r for r in self.rows}
+
+
+def _fmt(items: list[str], limit: int = 10) -> str:
+    shown = ", ".join(items[:limit])
+    return shown + (f" ... ({len(items)} in all)" if len(items) > limit else "")
+
+
+def read_manifest(
+    path: str | Path, *, n_folds: int | None = None, require_train: bool = True, check_files: bool = True
+) -> Manifest:
+    """Read and validate a manifest.
+
+    Args:
+        path: the CSV file; relative ``image`` paths are resolved against its folder.
+        n_folds: when given, every class and every label x scanner stratum of the training rows
+            must hold at least this many subjects (else stratified K-fold cannot put one in each fold).
+        require_train: raise when no row has ``split == "train"``.
+        check_files: raise when image files/folders are missing (all listed).
+
+    Raises:
+        InputError: unreadable file, missing image files.
+        ConfigError: missing columns, bad values, duplicate subjects, no train rows, strata too small.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"manifest not found: {path}")
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            reader = csv.DictReader(fh)
+            columns = [c.strip() for c in (reader.fieldnames or [])]
+            raw = [{(k or "").strip(): (v or "").strip() for k, v in rec.items()} for rec in reader]
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise InputError(f"cannot read manifest {path}: {exc}") from exc
+
+    missing_cols = [c for c in REQUIRED_COLUMNS if c not in columns]
+    if missing_cols:
+        raise ConfigError(
+            f"manifest {path} lacks column(s) {', '.join(missing_cols)} "
+            f"(found: {', '.join(columns) or 'none'})"
+        )
+    if not raw:
+        raise ConfigError(f"manifest {path} has no rows")
+
+    problems: list[str] = []
+    rows: list[ManifestRow] = []
+    for line, rec in enumerate(raw, start=2):  # line 1 is the header
+        subject = rec["subject"]
+        if not subject:
+            problems.append(f"line {line}: empty subject")
+        label_text = rec["label"]
+        if label_text not in ("0", "1", "0.0", "1.0"):
+            problems.append(f"line {line} ({subject}): label {label_text!r} is not 0 (TRC) or 1 (recurrence)")
+            continue
+        split = rec["split"].lower()
+        if split not in SPLITS:
+            problems.append(f"line {line} ({subject}): split {rec['split']!r} is not 'train' or 'test'")
+        if not rec["image"]:
+            problems.append(f"line {line} ({subject}): empty image path")
+        if not rec["scanner"]:
+            problems.append(f"line {line} ({subject}): empty scanner")
+        suv: dict[str, float] = {}
+        for col in SUV_COLUMNS:
+            text = rec.get(col, "")
+            if not text:
+                continue
+            try:
+                value = float(text)
+            except ValueError:
+                value = math.nan
+            if not math.isfinite(value) or value <= 0:
+                problems.append(f"line {line} ({subject}): {col} {text!r} is not a positive number")
+            else:
+                suv[col] = value
+        image = Path(rec["image"])
+        image = image if image.is_absolute() else (path.parent / image)
+        rows.append(
+            ManifestRow(
+                subject=subject,
+                image=image.resolve(),
+                label=int(float(label_text)),
+                scanner=rec["scanner"],
+                site=rec["site"],
+                split=split,
+                suv_kwargs=suv,
+            )
+        )
+    dupes = sorted(s for s, n in Counter(r.subject for r in rows).items() if n > 1)
+    if dupes:
+        problems.append(f"duplicate subject(s): {_fmt(dupes)}")
+    if problems:
+        raise ConfigError(f"manifest {path}: " + "; ".join(problems))
+
+    if check_files:
+        missing = [str(r.image) for r in rows if not r.image.exists()]
+        if missing:
+            raise InputError(f"manifest {path}: {len(missing)} image file(s) not found: {_fmt(missing, 5)}")
+
+    manifest = Manifest(path=path.resolve(), rows=tuple(rows))
+    train = manifest.train
+    if require_train and not train:
+        raise ConfigError(f"manifest {path} has no row with split 'train': nothing to cross-validate")
+    if n_folds is not None and train:
+        check_strata(train, n_folds, source=str(path))
+    return manifest
+
+
+def check_strata(rows: list[ManifestRow], n_folds: int, *, source: str = "manifest") -> None:
+    """Raise ConfigError if a class or a label x scanner stratum has fewer subjects than folds."""
+    if n_folds < 2:
+        raise ConfigError(f"folds must be >= 2 (got {n_folds})")
+    if len(rows) < n_folds:
+        raise ConfigError(f"{source}: {len(rows)} training subjects cannot fill {n_folds} folds")
+    classes = Counter(r.label for r in rows)
+    for label in (0, 1):
+        if classes.get(label, 0) < n_folds:
+            raise ConfigError(
+                f"{source}: class {label} has {classes.get(label, 0)} training subject(s), fewer than "
+                f"{n_folds} folds; use at most {max(classes.get(label, 0), 0)} folds or add subjects"
+            )
+    strata = Counter(r.stratum for r in rows)
+    small = {s: n for s, n in strata.items() if n < n_folds}
+    if small:
+        desc = ", ".join(
+            f"label {s.split('|')[0]} x scanner {s.split('|', 1)[1]!r}: {n}" for s, n in sorted(small.items())
+        )
+        raise ConfigError(
+            f"{source}: stratum smaller than {n_folds} folds ({desc}); use --folds/training.folds "
+            f"<= {min(small.values())} or merge scanners"
+        )

@@ -1,0 +1,1 @@
+"""Cross-validated training: experiment config (TOML), losses, the fold loop and the run directory."""
