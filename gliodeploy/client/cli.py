@@ -1,10 +1,22 @@
-"""``gliodeploy-client``: send PET scans to a gliodeploy Triton server."""
+"""``gliodeploy-client``: send PET scans to a gliodeploy Triton server.
+
+Exit codes: 0 every scan predicted; 1 some scans failed (the others are reported); 2 bad usage or
+bad input; 3 SUV cannot be computed; 5 server unreachable; 6 timeout; 7 model not found/not ready;
+8 wrong model version; 9 invalid server response. A failing single scan exits with its own code.
+"""
 
 from __future__ import annotations
 
+import json
+import sys
+from enum import Enum
+from pathlib import Path
+
 import typer
 
+from gliodeploy import contract
 from gliodeploy.cli_utils import run_app
+from gliodeploy.errors import InputError
 
 app = typer.Typer(
     name="gliodeploy-client",
@@ -15,6 +27,237 @@ app = typer.Typer(
 )
 
 
+class Protocol(str, Enum):
+    http = "http"
+    grpc = "grpc"
+
+
+# Shared connection options (typer has no option groups; the same defaults everywhere).
+URL = typer.Option(
+    None,
+    "--url",
+    help="Server host[:port] or http(s)://host[:port] [default: localhost:8000 "
+    "(http) / localhost:8001 (grpc)].",
+)
+PROTO = typer.Option(Protocol.http, "--protocol", help="Transport: KServe v2 over HTTP or gRPC.")
+MODEL = typer.Option(contract.ENSEMBLE_MODEL, "--model", help="Triton model name.")
+VERSION = typer.Option("", "--version", help="Model version [default: the latest ready one].")
+TIMEOUT = typer.Option(60.0, "--timeout", min=0.001, help="Seconds to wait for each server answer.")
+RETRIES = typer.Option(3, "--retries", min=0, help="Retries on transient failures (server restarting, 503).")
+SSL = typer.Option(False, "--ssl", help="Use TLS (https / secure gRPC).")
+CA_FILE = typer.Option(None, "--ca-file", help="PEM file of CA certificates to trust (implies --ssl).")
+HEADER = typer.Option(
+    None,
+    "--header",
+    "-H",
+    help="Extra request header 'Name: value' (repeatable), e.g. 'Authorization: Bearer TOKEN'.",
+)
+
+
+def parse_headers(values: list[str] | None) -> dict[str, str]:
+    """``["Name: value", ...]`` -> dict; a malformed header is an :class:`InputError`."""
+    headers: dict[str, str] = {}
+    for raw in values or []:
+        name, sep, value = raw.partition(":")
+        if not sep or not name.strip() or any(c.isspace() for c in name.strip()):
+            raise InputError(f"--header {raw!r}: expected 'Name: value'")
+        headers[name.strip()] = value.strip()
+    return headers
+
+
+def _client(url, protocol, model, version, timeout, retries, ssl, ca_file, header, fp16=False):  # noqa: ANN001, ANN202
+    from gliodeploy.client.api import GliodeployClient
+
+    proto = protocol.value
+    return GliodeployClient(
+        url or f"localhost:{8000 if proto == 'http' else 8001}",
+        protocol=proto,
+        model=model,
+        model_version=version,
+        timeout=timeout,
+        retries=retries,
+        ssl=ssl,
+        ca_file=str(ca_file) if ca_file else None,
+        headers=parse_headers(header),
+        fp16=fp16,
+    )
+
+
+def _emit(text: str, output: Path | None) -> None:
+    if output is None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    else:
+        from gliodeploy.utils.atomic import atomic_write
+
+        atomic_write(output, text)
+
+
+def batch_exit_code(results: list) -> int:  # list[Prediction | ScanFailure]
+    """0 if all succeeded; the shared code if all failed the same way; else 1 (some failed)."""
+    from gliodeploy.client.errors import EXIT_SOME_FAILED
+
+    failed = [r for r in results if not r.ok]
+    if not failed:
+        return 0
+    codes = {r.exit_code for r in failed}
+    if len(failed) == len(results) and len(codes) == 1:
+        return codes.pop()
+    return EXIT_SOME_FAILED
+
+
+@app.command()
+def predict(
+    paths: list[Path] = typer.Argument(
+        ..., help="NIfTI files, DICOM series folders, or folders holding them."
+    ),
+    url: str | None = URL,
+    protocol: Protocol = PROTO,
+    model: str = MODEL,
+    version: str = VERSION,
+    weight: float | None = typer.Option(None, "--weight", help="Patient weight in kg (SUV)."),
+    dose: float | None = typer.Option(None, "--dose", help="Injected dose in MBq (SUV)."),
+    injection_time: str | None = typer.Option(
+        None, "--injection-time", help="Injection time, ISO 'YYYY-MM-DDTHH:MM:SS' or 'HH:MM:SS' (SUV)."
+    ),
+    assume_suv: bool = typer.Option(
+        False, "--assume-suv", help="The images already hold SUV: no conversion."
+    ),
+    server_preprocess: bool = typer.Option(
+        False,
+        "--server-preprocess",
+        help=f"Send the native volume; {contract.NATIVE_PIPELINE_MODEL} preprocesses it.",
+    ),
+    concurrency: int = typer.Option(4, "--concurrency", "-j", min=1, help="Scans in flight at once."),
+    timeout: float = TIMEOUT,
+    retries: int = RETRIES,
+    ssl: bool = SSL,
+    ca_file: Path | None = CA_FILE,
+    header: list[str] | None = HEADER,
+    fp16: bool = typer.Option(
+        False, "--fp16", help="Send FP16 (only for a model exported with an FP16 input)."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON document instead of text."),
+    as_csv: bool = typer.Option(False, "--csv", help="Print CSV (one row per scan) instead of text."),
+    output: Path | None = typer.Option(None, "--output", "-o", help="Write the result to FILE (atomically)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Predict P(recurrence) vs treatment-related change for each scan.
+
+    SUV: DICOM series carry weight/dose/times; for NIfTI give --weight/--dose/--injection-time (or a
+    BIDS-PET sidecar next to the file), or --assume-suv if the image already holds SUV.
+    Exit code 0 only if every scan was predicted.
+    """
+    from gliodeploy.client.discovery import discover_scans
+    from gliodeploy.client.output import human_line, to_csv, to_json
+
+    if as_json and as_csv:
+        raise typer.BadParameter("choose one of --json and --csv")
+    if assume_suv and (weight is not None or dose is not None or injection_time is not None):
+        raise typer.BadParameter("--assume-suv cannot be combined with --weight/--dose/--injection-time")
+    if dose is not None and not (1.0 <= dose <= 2000.0):
+        raise InputError(f"--dose {dose:g}: expected the injected dose in MBq (1-2000); was it given in Bq?")
+    scans = discover_scans(paths)
+    suv = {
+        "weight_kg": weight,
+        "injected_dose_bq": dose * 1e6 if dose is not None else None,
+        "injection_time": injection_time,
+        "assume_suv": assume_suv,
+        "server_preprocess": server_preprocess,
+    }
+    with _client(url, protocol, model, version, timeout, retries, ssl, ca_file, header, fp16) as client:
+        info = client.info()  # fails fast (one clear error) if the server or model is unavailable
+        show_bar = not quiet and sys.stderr.isatty() and len(scans) > 1
+        if show_bar:
+            from rich.console import Console
+            from rich.progress import Progress
+
+            with Progress(console=Console(stderr=True), transient=True) as bar:
+                task = bar.add_task("predicting", total=len(scans))
+                results = client.predict_many(
+                    scans, concurrency=concurrency, progress=lambda _r: bar.advance(task), **suv
+                )
+        else:
+            results = client.predict_many(scans, concurrency=concurrency, **suv)
+
+    if as_json:
+        text = to_json(results, {"model": info.to_dict()})
+    elif as_csv:
+        text = to_csv(results)
+    else:
+        text = "".join(human_line(r) + "\n" for r in results)
+    _emit(text, output)
+    for r in results:
+        if not r.ok and (as_json or as_csv or output is not None):
+            typer.echo(f"error: {r.source}: {r.error}", err=True)  # failures stay visible to the operator
+    raise typer.Exit(batch_exit_code(results))
+
+
+@app.command()
+def health(
+    url: str | None = URL,
+    protocol: Protocol = PROTO,
+    model: str = MODEL,
+    version: str = VERSION,
+    timeout: float = TIMEOUT,
+    retries: int = RETRIES,
+    ssl: bool = SSL,
+    ca_file: Path | None = CA_FILE,
+    header: list[str] | None = HEADER,
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Is the server live and ready, and is the model loaded? Exit 0 only if all three."""
+    from gliodeploy.client.errors import ModelNotReadyError, ServerUnavailableError
+
+    with _client(url, protocol, model, version, timeout, retries, ssl, ca_file, header) as client:
+        status = client.health()
+    if as_json:
+        typer.echo(json.dumps(status, indent=2))
+    else:
+        typer.echo(
+            f"server {status['url']} ({status['protocol']}): live={status['live']} ready={status['ready']}; "
+            f"model {status['model']} ({status['model_version']}): ready={status['model_ready']}"
+        )
+    if not (status["live"] and status["ready"]):
+        raise ServerUnavailableError(f"server {status['url']} is not ready")
+    if not status["model_ready"]:
+        raise ModelNotReadyError(f"model {status['model']} ({status['model_version']}) is not ready")
+
+
+@app.command()
+def info(
+    url: str | None = URL,
+    protocol: Protocol = PROTO,
+    model: str = MODEL,
+    version: str = VERSION,
+    timeout: float = TIMEOUT,
+    retries: int = RETRIES,
+    ssl: bool = SSL,
+    ca_file: Path | None = CA_FILE,
+    header: list[str] | None = HEADER,
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Show the model: versions, folds, decision threshold, model grid and preprocessing."""
+    with _client(url, protocol, model, version, timeout, retries, ssl, ca_file, header) as client:
+        mi = client.info()
+    if as_json:
+        typer.echo(json.dumps(mi.to_dict(), indent=2))
+        return
+    pre = mi.preprocessing
+    typer.echo(
+        f"model {mi.name} version {mi.version or '?'} (versions: {', '.join(mi.versions) or '?'}) on "
+        f"{mi.server.get('name', 'server')} {mi.server.get('version', '')}\n"
+        f"  folds: {mi.folds if mi.folds is not None else 'dynamic'}; threshold: {mi.threshold:.4f}; "
+        f"input: {mi.input_datatype} [B, 1, {', '.join(map(str, mi.grid_shape))}]\n"
+        f"  preprocessing: spacing {pre.get('spacing')} mm, shape {pre.get('shape')}, "
+        f"normalization {pre.get('normalization')}"
+    )
+
+
 def main() -> None:
     """Console-script entry point."""
     run_app(app)
+
+
+if __name__ == "__main__":
+    main()

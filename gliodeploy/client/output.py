@@ -1,0 +1,85 @@
+"""Render batch results for people (one line per scan) and for machines (JSON, CSV)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from gliodeploy.client.api import Prediction, ScanFailure
+
+CSV_COLUMNS = [
+    "source",
+    "ok",
+    "probability",
+    "label",
+    "label_name",
+    "threshold",
+    "fold_spread",
+    "fold_min",
+    "fold_max",
+    "fold_probs",
+    "model_name",
+    "model_version",
+    "time_read",
+    "time_suv",
+    "time_preprocess",
+    "time_request",
+    "time_total",
+    "error_type",
+    "error",
+]
+
+
+def human_line(result: Prediction | ScanFailure) -> str:
+    """``scan: P(recurrence)=0.731 -> recurrence (threshold 0.50), folds 0.65-0.80 (sd 0.05) [model v1]``."""
+    if isinstance(result, ScanFailure):
+        return f"{result.source}: FAILED ({result.error_type}) {result.error}"
+    return (
+        f"{result.source}: P(recurrence)={result.probability:.3f} -> {result.label_name} "
+        f"(threshold {result.threshold:.2f}), folds {result.fold_min:.2f}-{result.fold_max:.2f} "
+        f"(sd {result.fold_spread:.3f}, n={len(result.fold_probs)}) "
+        f"[{result.model_name} v{result.model_version or '?'}]"
+    )
+
+
+def to_json(results: Sequence[Prediction | ScanFailure], extra: dict[str, Any] | None = None) -> str:
+    """A JSON document: ``{"results": [...], "n_ok": .., "n_failed": .., **extra}``."""
+    n_ok = sum(r.ok for r in results)
+    doc = {
+        **(extra or {}),
+        "n_ok": n_ok,
+        "n_failed": len(results) - n_ok,
+        "results": [r.to_dict() for r in results],
+    }
+    return json.dumps(doc, indent=2) + "\n"
+
+
+def to_csv(results: Sequence[Prediction | ScanFailure]) -> str:
+    """One CSV row per scan (fold probabilities joined with ``;``; empty cells for failures)."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for r in results:
+        if isinstance(r, ScanFailure):
+            writer.writerow({"source": r.source, "ok": 0, "error_type": r.error_type, "error": r.error})
+            continue
+        row: dict[str, Any] = {
+            "source": r.source,
+            "ok": 1,
+            "probability": f"{r.probability:.6f}",
+            "label": r.label,
+            "label_name": r.label_name,
+            "threshold": r.threshold,
+            "fold_spread": f"{r.fold_spread:.6f}",
+            "fold_min": f"{r.fold_min:.6f}",
+            "fold_max": f"{r.fold_max:.6f}",
+            "fold_probs": ";".join(f"{p:.6f}" for p in r.fold_probs),
+            "model_name": r.model_name,
+            "model_version": r.model_version,
+        }
+        row.update({f"time_{k}": f"{v:.4f}" for k, v in r.timings.items() if f"time_{k}" in CSV_COLUMNS})
+        writer.writerow(row)
+    return buf.getvalue()
