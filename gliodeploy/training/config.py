@@ -39,7 +39,7 @@ class ModelSpec:
     """Which architecture to build (``gliodeploy.models.build_model(name, width=..., **kwargs)``)."""
 
     name: str = "cnn3d"
-    width: float | None = None  # None: the architecture's default (the study's size)
+    width: float | str | None = None  # e.g. "quarter" or 0.25; None: the study's size
     kwargs: dict[str, Any] = field(default_factory=dict)
     pretrained_path: str | None = None  # safetensors/state dict loaded before training
 
@@ -199,8 +199,11 @@ def parse_experiment(doc: dict[str, Any], *, source: Path | None = None) -> Expe
     m = _table(doc, "model", where)
     _check_keys(m, {f.name for f in dataclasses.fields(ModelSpec)}, f"{where} [model]")
     width = m.get("width")
-    if width is not None and (isinstance(width, bool) or not isinstance(width, (int, float)) or width <= 0):
-        raise ConfigError(f"{where} [model].width must be a positive number (got {width!r})")
+    if width is not None and not (
+        isinstance(width, str)
+        or (not isinstance(width, bool) and isinstance(width, (int, float)) and width > 0)
+    ):
+        raise ConfigError(f"{where} [model].width must be a name or a positive number (got {width!r})")
     if not isinstance(m.get("kwargs", {}), dict):
         raise ConfigError(f"{where} [model].kwargs must be a table")
     pretrained = m.get("pretrained_path") or None
