@@ -106,3 +106,14 @@ def test_curve_bands_bracket_the_observed_curve() -> None:
 def test_bad_inputs_raise_input_error(labels: list, scores: list, message: str) -> None:
     with pytest.raises(InputError, match=message):
         M.point_metrics(np.array(labels), np.array(scores))
+
+
+def test_vectorised_bootstrap_equals_sklearn_per_resample() -> None:
+    y, p = _sample(50, seed=8)
+    p = np.round(p, 1)  # ties, to check the mid-rank AUC
+    idx = M.stratified_bootstrap_indices(y, 7, seed=3)
+    per_resample = [M.point_metrics(y[r], p[r], 0.4) for r in idx]
+    for name in M.METRIC_NAMES:
+        values = np.array([m[name] for m in per_resample])
+        est = M.bootstrap_metrics(y, p, 0.4, n_resamples=7, seed=3, alpha=0.0)  # alpha 0: min and max
+        assert est[name].low == pytest.approx(values.min()) and est[name].high == pytest.approx(values.max())

@@ -1,0 +1,99 @@
+"""``gliodeploy evaluate``: metrics with bootstrap CIs, TBR baseline and the HTML report of trained runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+
+def evaluate(
+    run_dirs: list[Path] = typer.Argument(
+        ..., help="One or more run directories written by `gliodeploy train`."
+    ),
+    manifest: Path | None = typer.Option(
+        None, "--manifest", "-m", help="Cohort manifest with the test split (default: the one in plans.json)."
+    ),
+    out: Path | None = typer.Option(
+        None, "--out", "-o", help="Output folder (default: RUN_DIR/evaluation of the first run)."
+    ),
+    bootstrap: int = typer.Option(2000, "--bootstrap", min=100, help="Bootstrap resamples for the 95 % CIs."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap resampling."),
+    cache: Path | None = typer.Option(
+        None, "--cache", help="Preprocessing cache root (default: MANIFEST_FOLDER/cache, as in training)."
+    ),
+    baseline: bool = typer.Option(
+        True, "--baseline/--no-baseline", help="Compute the TBRmax clinical baseline."
+    ),
+    allow_no_test: bool = typer.Option(
+        False, "--allow-no-test", help="Report validation only when the manifest has no test split."
+    ),
+) -> None:
+    """Evaluate trained runs: validation (out-of-fold) and external-test metrics with 95 % bootstrap CIs,
+    the TBRmax baseline side by side, and a self-contained HTML report.
+
+    Writes OUT/report.html (open it in a browser), OUT/report.md and OUT/metrics.json. Test predictions
+    are the mean probability of the fold models on the manifest's split == "test" scans.
+    """
+    from gliodeploy.data.manifest import read_manifest
+    from gliodeploy.errors import InputError, ModelError
+    from gliodeploy.evaluation import inference
+    from gliodeploy.evaluation.evaluate import BootstrapSettings
+    from gliodeploy.evaluation.report import ReportInputs, write_report
+    from gliodeploy.evaluation.rundata import load_run
+    from gliodeploy.training.rundir import RunDir
+
+    runs = [load_run(p) for p in run_dirs]
+    seen: dict[str, int] = {}
+    for r in runs:  # two runs of the same experiment: keep table rows distinguishable
+        seen[r.name] = seen.get(r.name, 0) + 1
+        if seen[r.name] > 1:
+            r.name = f"{r.name} ({r.path.name})"
+
+    manifest_path = manifest or (Path(runs[0].plans["manifest"]) if runs[0].plans.get("manifest") else None)
+    if manifest_path is None:
+        raise InputError(f"{runs[0].path}/plans.json names no manifest: pass --manifest")
+    cohort = read_manifest(manifest_path, require_train=False)
+    if not cohort.test and not allow_no_test:
+        raise InputError(
+            f"manifest {manifest_path} has no rows with split == 'test': nothing to evaluate externally "
+            "(pass --allow-no-test for a validation-only report)"
+        )
+    cache_root = cache or cohort.path.parent / "cache"
+
+    inputs = ReportInputs(
+        runs=runs,
+        manifest=str(cohort.path),
+        distribution=[(r.split, r.site, r.scanner, r.label) for r in cohort.rows],
+    )
+    configs = {}
+    for r in runs:
+        cfg = inference.preprocessing_config(r.plans, r.path)
+        configs[cfg.fingerprint()] = cfg
+        inputs.test[r.name] = None
+        if cohort.test:
+            typer.echo(f"[{r.name}] preprocessing {len(cohort.test)} test scans and running the fold models")
+            volumes = inference.load_volumes(cohort.test, cfg, cache_root)
+            models = RunDir(r.path).load_fold_models()
+            inputs.test[r.name] = inference.ensemble_predictions(cohort.test, volumes, models)
+
+    if baseline:
+        cfg = next(iter(configs.values()))  # the baseline reads SUV: any run's grid is fine, take the first
+        typer.echo(f"TBR baseline on {len(cohort.rows)} scans")
+        volumes = inference.load_volumes(list(cohort.rows), cfg, cache_root)
+        params = inference.baseline_parameters(list(cohort.rows), volumes, tuple(cfg.spacing))
+        inputs.baseline_params = {s: p.to_dict() for s, p in params.items()}
+        if cohort.train and len({r.label for r in cohort.train}) == 2:
+            inputs.baseline_train = inference.baseline_predictions(cohort.train, params)
+            if cohort.test:
+                inputs.baseline_test = inference.baseline_predictions(cohort.test, params)
+        else:
+            typer.echo("TBR baseline skipped: the training split lacks one of the two classes", err=True)
+
+    out_dir = out or runs[0].path / "evaluation"
+    try:
+        paths = write_report(inputs, out_dir, BootstrapSettings(n_resamples=bootstrap, seed=seed))
+    except InputError as exc:
+        raise ModelError(f"cannot evaluate: {exc}") from exc
+    for kind, path in paths.items():
+        typer.echo(f"{kind}: {path}")

@@ -1,0 +1,158 @@
+"""Turn predictions into the numbers of the report (``metrics.json``), like the study's tables.
+
+For every run: validation = the out-of-fold (OOF) predictions of cross-validation; test = the
+fold-ensemble mean probability on ``split == "test"``. Two decision thresholds are reported: 0.5 and
+Youden's threshold chosen **on OOF only** and applied unchanged to the test set. Temperature scaling
+is fitted on OOF and only changes calibration (never the ranking). The TBR baseline is evaluated the
+same way, with the literature's cut-offs and a Youden cut-off chosen on the training split.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from gliodeploy.evaluation import metrics as M
+from gliodeploy.evaluation.baseline import LITERATURE_CUTOFFS
+from gliodeploy.evaluation.rundata import Predictions
+
+
+@dataclass(frozen=True)
+class BootstrapSettings:
+    """How confidence intervals are computed (recorded in metrics.json)."""
+
+    n_resamples: int = 2000
+    seed: int = 0
+    alpha: float = 0.05
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict for JSON."""
+        return {
+            "n_resamples": self.n_resamples,
+            "seed": self.seed,
+            "confidence": 1 - self.alpha,
+            "method": "percentile bootstrap, stratified by class (class counts kept in every resample)",
+        }
+
+
+def _split_summary(
+    pred: Predictions, thresholds: dict[str, float], boot: BootstrapSettings
+) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "n": int(pred.labels.size),
+        "n_positive": int(pred.labels.sum()),
+        "thresholds": {},
+    }
+    for label, t in thresholds.items():
+        est = M.bootstrap_metrics(
+            pred.labels, pred.scores, t, n_resamples=boot.n_resamples, seed=boot.seed, alpha=boot.alpha
+        )
+        pred_pos = pred.scores >= t
+        y = pred.labels.astype(bool)
+        out["thresholds"][label] = {
+            "threshold": float(t),
+            "metrics": {k: v.to_dict() for k, v in est.items()},
+            "confusion": {
+                "tp": int((pred_pos & y).sum()),
+                "fn": int((~pred_pos & y).sum()),
+                "fp": int((pred_pos & ~y).sum()),
+                "tn": int((~pred_pos & ~y).sum()),
+            },
+        }
+    return out
+
+
+def _fold_spread(pred: Predictions, threshold: float) -> dict[str, Any]:
+    """Each fold model alone on the test set: the spread the ensemble averages out."""
+    assert pred.fold_scores is not None
+    per_fold = []
+    for k in range(pred.fold_scores.shape[1]):
+        per_fold.append({"fold": k, **M.point_metrics(pred.labels, pred.fold_scores[:, k], threshold)})
+    spread = {
+        name: {
+            "mean": float(np.mean([f[name] for f in per_fold])),
+            "sd": float(np.std([f[name] for f in per_fold], ddof=1)) if len(per_fold) > 1 else 0.0,
+            "min": float(np.min([f[name] for f in per_fold])),
+            "max": float(np.max([f[name] for f in per_fold])),
+        }
+        for name in M.METRIC_NAMES
+    }
+    return {"per_fold": per_fold, "spread": spread}
+
+
+def evaluate_run(
+    name: str, oof: Predictions, test: Predictions | None, boot: BootstrapSettings
+) -> dict[str, Any]:
+    """Metrics of one run on validation (OOF) and, if given, the external test set."""
+    youden = M.youden_threshold(oof.labels, oof.scores)
+    thresholds = {"0.5": M.DEFAULT_THRESHOLD, "youden": youden}
+    temperature = M.fit_temperature(oof.labels, oof.scores)
+    result: dict[str, Any] = {
+        "name": name,
+        "youden_threshold": youden,
+        "temperature": temperature,
+        "validation": _split_summary(oof, thresholds, boot),
+        "test": None,
+    }
+    result["validation"]["ece"] = M.expected_calibration_error(oof.labels, oof.scores)
+    result["validation"]["ece_temperature_scaled"] = M.expected_calibration_error(
+        oof.labels, M.apply_temperature(oof.scores, temperature)
+    )
+    if test is not None:
+        result["test"] = _split_summary(test, thresholds, boot)
+        result["test"]["ece"] = M.expected_calibration_error(test.labels, test.scores)
+        result["test"]["ece_temperature_scaled"] = M.expected_calibration_error(
+            test.labels, M.apply_temperature(test.scores, temperature)
+        )
+        if test.fold_scores is not None:
+            result["test"]["folds"] = _fold_spread(test, M.DEFAULT_THRESHOLD)
+    return result
+
+
+def evaluate_baseline(
+    train: Predictions, test: Predictions | None, boot: BootstrapSettings, *, score: str = "tbr_max"
+) -> dict[str, Any]:
+    """The static-parameter baseline: literature cut-offs and Youden on the training split."""
+    youden = M.youden_threshold(train.labels, train.scores)
+    thresholds = {f"{c:g}": c for c in LITERATURE_CUTOFFS} | {"youden": youden}
+    return {
+        "name": f"{score} baseline",
+        "score": score,
+        "youden_threshold": youden,
+        "validation": _split_summary(train, thresholds, boot),
+        "test": _split_summary(test, thresholds, boot) if test is not None else None,
+    }
+
+
+def compare_auc(a: Predictions, b: Predictions, boot: BootstrapSettings) -> dict[str, Any]:
+    """Paired bootstrap AUC difference of two score sets, matched by subject."""
+    b_by = dict(zip(b.subjects, b.scores, strict=True))
+    common = [i for i, s in enumerate(a.subjects) if s in b_by]
+    sa = a.scores[common]
+    sb = np.array([b_by[a.subjects[i]] for i in common])
+    cmp_ = M.paired_bootstrap_auc(a.labels[common], sa, sb, n_resamples=boot.n_resamples, seed=boot.seed)
+    return {"n": len(common), **cmp_.to_dict()}
+
+
+def comparison_table(runs: list[dict[str, Any]], baseline: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """Flat rows (model, split, threshold, metrics) in the order of the study's tables."""
+    rows = []
+    for split in ("validation", "test"):
+        for entry in [*runs, *([baseline] if baseline else [])]:
+            summary = entry.get(split)
+            if not summary:
+                continue
+            for label, block in summary["thresholds"].items():
+                rows.append(
+                    {
+                        "model": entry["name"],
+                        "split": split,
+                        "threshold_name": label,
+                        "threshold": block["threshold"],
+                        "n": summary["n"],
+                        "metrics": block["metrics"],
+                    }
+                )
+    return rows

@@ -1,0 +1,318 @@
+"""The evaluation report: ``metrics.json`` (all numbers), ``report.md`` and a self-contained
+``report.html`` (figures embedded as base64 PNG; opens offline in any browser).
+
+Every number shown in the HTML tables carries ``data-*`` attributes (model, split, threshold,
+metric) so that tests - and readers' scripts - can match it to ``metrics.json``.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import math
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from gliodeploy import __version__
+from gliodeploy.evaluation import figures as F
+from gliodeploy.evaluation.evaluate import (
+    BootstrapSettings,
+    compare_auc,
+    comparison_table,
+    evaluate_baseline,
+    evaluate_run,
+)
+from gliodeploy.evaluation.metrics import METRIC_NAMES, Estimate
+from gliodeploy.evaluation.rundata import Predictions, RunData
+from gliodeploy.utils.atomic import atomic_write
+
+#: Section ids of the HTML report, in order (tests check every one is present).
+SECTIONS: dict[str, str] = {
+    "summary": "Summary",
+    "validation-metrics": "Validation (out-of-fold) metrics",
+    "test-metrics": "External test metrics",
+    "baseline": "TBR baseline vs CNN ensemble",
+    "roc-pr": "ROC and precision-recall curves",
+    "calibration": "Calibration",
+    "confusion": "Confusion matrices",
+    "fold-spread": "Per-fold test metrics",
+    "training-curves": "Training and validation loss",
+    "suspect-labels": "Per-patient validation loss and suspect labels",
+    "class-distribution": "Class distribution per site and scanner",
+}
+METRIC_LABELS = {
+    "roc_auc": "ROC AUC",
+    "average_precision": "AP",
+    "accuracy": "Accuracy",
+    "balanced_accuracy": "Balanced acc.",
+    "sensitivity": "Sensitivity",
+    "specificity": "Specificity",
+}
+
+
+@dataclass
+class ReportInputs:
+    """Everything a report is made of; ``test`` and baseline entries may be absent."""
+
+    runs: list[RunData]
+    test: dict[str, Predictions | None] = field(default_factory=dict)  # by run name
+    baseline_train: Predictions | None = None
+    baseline_test: Predictions | None = None
+    baseline_params: dict[str, dict[str, Any]] = field(default_factory=dict)  # subject -> parameters
+    distribution: list[tuple[str, str, str, int]] = field(default_factory=list)  # split, site, scanner, label
+    manifest: str | None = None
+
+
+def compute_metrics(inputs: ReportInputs, boot: BootstrapSettings) -> dict[str, Any]:
+    """All numbers of the report, as written to metrics.json."""
+    runs = [evaluate_run(r.name, r.oof, inputs.test.get(r.name), boot) for r in inputs.runs]
+    for entry, run in zip(runs, inputs.runs, strict=True):
+        entry["path"] = str(run.path)
+        entry["model"] = run.plans.get("model", {})
+        entry["suspect_labels"] = sorted(run.suspects)
+    baseline = None
+    if inputs.baseline_train is not None:
+        baseline = evaluate_baseline(inputs.baseline_train, inputs.baseline_test, boot)
+        for entry, run in zip(runs, inputs.runs, strict=True):
+            test = inputs.test.get(run.name)
+            if test is not None and inputs.baseline_test is not None:
+                entry["test_auc_vs_baseline"] = compare_auc(test, inputs.baseline_test, boot)
+    return {
+        "gliodeploy_version": __version__,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "manifest": inputs.manifest,
+        "bootstrap": boot.to_dict(),
+        "runs": runs,
+        "baseline": baseline,
+        "baseline_parameters": inputs.baseline_params,
+        "table": comparison_table(runs, baseline),
+    }
+
+
+# --- rendering ---------------------------------------------------------------------------------
+
+
+def _fmt(d: dict[str, float]) -> str:
+    e = Estimate(d["value"], d["low"], d["high"])
+    return "n/a" if math.isnan(e.value) else e.format(3)
+
+
+def _table_html(rows: list[dict[str, Any]], split: str) -> str:
+    rows = [r for r in rows if r["split"] == split]
+    if not rows:
+        return "<p>No predictions for this split.</p>"
+    head = "".join(f"<th>{METRIC_LABELS[m]}</th>" for m in METRIC_NAMES)
+    out = [f"<table><thead><tr><th>Model</th><th>n</th><th>Threshold</th>{head}</tr></thead><tbody>"]
+    for r in rows:
+        attrs = (
+            f'data-model="{html.escape(r["model"])}" data-split="{split}" '
+            f'data-threshold="{html.escape(r["threshold_name"])}"'
+        )
+        cells = "".join(
+            f'<td {attrs} data-metric="{m}" data-value="{r["metrics"][m]["value"]!r}">'
+            f"{_fmt(r['metrics'][m])}</td>"
+            for m in METRIC_NAMES
+        )
+        out.append(
+            f"<tr><td>{html.escape(r['model'])}</td><td>{r['n']}</td>"
+            f"<td>{html.escape(r['threshold_name'])} ({r['threshold']:.3g})</td>{cells}</tr>"
+        )
+    out.append("</tbody></table>")
+    return "".join(out)
+
+
+def _table_md(rows: list[dict[str, Any]], split: str) -> str:
+    rows = [r for r in rows if r["split"] == split]
+    if not rows:
+        return "No predictions for this split.\n"
+    lines = [
+        "| Model | n | Threshold | " + " | ".join(METRIC_LABELS[m] for m in METRIC_NAMES) + " |",
+        "|---" * (3 + len(METRIC_NAMES)) + "|",
+    ]
+    for r in rows:
+        cells = " | ".join(_fmt(r["metrics"][m]) for m in METRIC_NAMES)
+        lines.append(f"| {r['model']} | {r['n']} | {r['threshold_name']} ({r['threshold']:.3g}) | {cells} |")
+    return "\n".join(lines) + "\n"
+
+
+def _img(png: bytes, alt: str) -> str:
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
+
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2em auto;max-width:1200px;color:#222;
+padding:0 1em}
+table{border-collapse:collapse;margin:0.6em 0;font-size:13px}
+th,td{border:1px solid #ccc;padding:3px 7px;text-align:left}
+th{background:#f0f0f0}section{margin-bottom:2em}img{max-width:100%;border:1px solid #eee;margin:4px}
+.note{color:#555;font-size:13px}code{background:#f5f5f5;padding:0 3px}
+"""
+
+
+def render(metrics: dict[str, Any], inputs: ReportInputs, *, curve_resamples: int = 200) -> tuple[str, str]:
+    """The HTML and Markdown reports for computed ``metrics``."""
+    runs, baseline, table = metrics["runs"], metrics["baseline"], metrics["table"]
+    body: dict[str, str] = {}
+    md: list[str] = ["# gliodeploy evaluation report", ""]
+
+    boot = metrics["bootstrap"]
+    summary = [
+        f"<p>gliodeploy {html.escape(metrics['gliodeploy_version'])}, {html.escape(metrics['created'])}. "
+        f"Manifest: <code>{html.escape(str(metrics['manifest']))}</code>.</p>",
+        f"<p class='note'>95 % CIs: {html.escape(boot['method'])}, {boot['n_resamples']} resamples, seed "
+        f"{boot['seed']}. Validation = out-of-fold predictions of cross-validation; "
+        "test = fold-ensemble mean probability on the held-out split. "
+        "Youden thresholds are chosen on OOF (CNN) or the training split "
+        "(baseline) only and applied unchanged to the test set.</p><ul>",
+    ]
+    for r in runs:
+        summary.append(
+            f"<li><b>{html.escape(r['name'])}</b> ({html.escape(str(r['model'].get('name', '?')))}, "
+            f"<code>{html.escape(r['path'])}</code>): Youden threshold {r['youden_threshold']:.3f}, "
+            f"temperature {r['temperature']:.2f}</li>"
+        )
+    summary.append("</ul>")
+    body["summary"] = "".join(summary)
+    md += [f"- {r['name']}: Youden threshold {r['youden_threshold']:.3f} (OOF)" for r in runs] + [""]
+
+    body["validation-metrics"] = _table_html(table, "validation")
+    body["test-metrics"] = _table_html(table, "test")
+    md += ["## Validation (out-of-fold)", "", _table_md(table, "validation"), "## External test", ""]
+    md += [_table_md(table, "test")]
+
+    # Baseline side by side
+    base_html: list[str] = []
+    if baseline is None:
+        base_html.append("<p>Baseline not computed (no manifest scans).</p>")
+    else:
+        base_html.append(
+            "<p class='note'>TBRmax from the PET alone (automatic lesion candidate, healthy-brain "
+            "reference and striatum; see <code>gliodeploy.evaluation.baseline</code>). "
+            "Its rows in the tables above are "
+            f"named <b>{html.escape(baseline['name'])}</b>; 'validation' is the whole training split.</p>"
+        )
+        for r in runs:
+            c = r.get("test_auc_vs_baseline")
+            if c:
+                base_html.append(
+                    f"<p data-comparison='{html.escape(r['name'])}'>{html.escape(r['name'])} vs baseline, "
+                    "test AUC "
+                    f"difference {Estimate(**c['delta']).format(3)}, paired bootstrap p = {c['p_value']:.3f} "
+                    f"(n = {c['n']}).</p>"
+                )
+                md.append(
+                    f"{r['name']} vs baseline (test): AUC difference {Estimate(**c['delta']).format(3)}, "
+                    f"p = {c['p_value']:.3f}"
+                )
+        cutoffs = {k: v["threshold"] for k, v in baseline["validation"]["thresholds"].items()}
+        for split, pred in (("training split", inputs.baseline_train), ("test", inputs.baseline_test)):
+            if pred is not None:
+                base_html.append(
+                    _img(F.baseline_scatter_figure(pred, cutoffs, f"TBRmax, {split}"), f"TBR {split}")
+                )
+    body["baseline"] = "".join(base_html)
+
+    # Curves
+    curves_html = []
+    val_curves = [(r.name, r.oof) for r in inputs.runs]
+    if inputs.baseline_train is not None:
+        val_curves.append(("TBRmax baseline (train split)", inputs.baseline_train))
+    curves_html.append(
+        _img(F.roc_pr_figure(val_curves, "validation", n_resamples=curve_resamples), "ROC validation")
+    )
+    test_curves = [(name, p) for name, p in inputs.test.items() if p is not None]
+    if test_curves and inputs.baseline_test is not None:
+        test_curves.append(("TBRmax baseline", inputs.baseline_test))
+    if test_curves:
+        curves_html.append(
+            _img(F.roc_pr_figure(test_curves, "external test", n_resamples=curve_resamples), "ROC test")
+        )
+    body["roc-pr"] = "".join(curves_html)
+
+    cal = [(f"{r.name} OOF", r.oof) for r in inputs.runs]
+    cal += [(f"{n} test", p) for n, p in inputs.test.items() if p is not None]
+    cal = [(n, p) for n, p in cal if p.scores.min() >= 0 and p.scores.max() <= 1]
+    body["calibration"] = _img(F.calibration_figure(cal), "calibration") + "".join(
+        f"<p>{html.escape(r['name'])}: ECE (OOF) {r['validation']['ece']:.3f}, after temperature scaling "
+        f"{r['validation']['ece_temperature_scaled']:.3f}</p>"
+        for r in runs
+    )
+
+    blocks = []
+    for entry in [*runs, *([baseline] if baseline else [])]:
+        for split in ("validation", "test"):
+            if entry.get(split):
+                for label, b in entry[split]["thresholds"].items():
+                    blocks.append((f"{entry['name']}\n{split}, threshold {label}", b["confusion"]))
+    body["confusion"] = _img(F.confusion_figure(blocks), "confusion matrices")
+
+    spread_html = []
+    for r in runs:
+        folds = (r.get("test") or {}).get("folds")
+        if not folds:
+            continue
+        head = "".join(f"<th>{METRIC_LABELS[m]}</th>" for m in METRIC_NAMES)
+        rows = "".join(
+            f"<tr><td>fold {f['fold']}</td>" + "".join(f"<td>{f[m]:.3f}</td>" for m in METRIC_NAMES) + "</tr>"
+            for f in folds["per_fold"]
+        )
+        sd = "".join(
+            f"<td>{folds['spread'][m]['mean']:.3f} &plusmn; {folds['spread'][m]['sd']:.3f}</td>"
+            for m in METRIC_NAMES
+        )
+        spread_html.append(
+            f"<h3>{html.escape(r['name'])}</h3>"
+            f"<table><thead><tr><th>Fold (threshold 0.5)</th>{head}</tr></thead>"
+            f"<tbody>{rows}<tr><th>mean &plusmn; SD</th>{sd}</tr></tbody></table>"
+        )
+    body["fold-spread"] = "".join(spread_html) or "<p>No test predictions.</p>"
+
+    body["training-curves"] = "".join(
+        f"<h3>{html.escape(r.name)}</h3>" + _img(F.loss_curves_figure(r.fold_logs), f"loss curves {r.name}")
+        for r in inputs.runs
+    )
+    sus = []
+    for r in inputs.runs:
+        names = ", ".join(sorted(r.suspects)) or "none"
+        sus.append(
+            f"<h3>{html.escape(r.name)}</h3><p>Suspect labels ({len(r.suspects)}): {html.escape(names)}</p>"
+            + _img(F.patient_loss_figure(r.fold_logs, r.suspects), f"patient losses {r.name}")
+        )
+        md.append(f"Suspect labels in {r.name}: {names}")
+    body["suspect-labels"] = "".join(sus)
+    dist = inputs.distribution or [
+        ("train", s, sc, int(y))
+        for r in inputs.runs[:1]
+        for s, sc, y in zip(r.oof.sites, r.oof.scanners, r.oof.labels, strict=False)
+    ]
+    body["class-distribution"] = _img(F.class_distribution_figure(dist), "class distribution")
+
+    nav = " | ".join(f'<a href="#{k}">{html.escape(v)}</a>' for k, v in SECTIONS.items())
+    sections = "".join(
+        f'<section id="{k}"><h2>{html.escape(title)}</h2>{body[k]}</section>' for k, title in SECTIONS.items()
+    )
+    page = (
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>gliodeploy evaluation</title>"
+        f"<style>{_CSS}</style></head><body><h1>gliodeploy evaluation report</h1><nav>{nav}</nav>{sections}"
+        "<p class='note'>Research software; not for clinical decisions.</p></body></html>"
+    )
+    return page, "\n".join(md) + "\n"
+
+
+def write_report(
+    inputs: ReportInputs, out_dir: str | Path, boot: BootstrapSettings, *, curve_resamples: int = 200
+) -> dict[str, Path]:
+    """Compute, render and atomically write metrics.json, report.md and report.html into ``out_dir``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    metrics = compute_metrics(inputs, boot)
+    page, md = render(metrics, inputs, curve_resamples=curve_resamples)
+    paths = {
+        "metrics": atomic_write(out / "metrics.json", json.dumps(metrics, indent=2, allow_nan=True) + "\n"),
+        "markdown": atomic_write(out / "report.md", md),
+        "html": atomic_write(out / "report.html", page),
+    }
+    return paths
