@@ -120,7 +120,8 @@ def prepare_run(
 
 # -- one fold --------------------------------------------------------------------------------------
 def _fold_seed(seed: int, fold: int, epoch: int) -> int:
-    return sample_seed(seed, 1_000_003 * (fold + 1), epoch)
+    """Seed of one fold's epoch; epoch -1 / -2 name the augmentation stream / the initialisation."""
+    return sample_seed(seed, fold + 1, epoch + 2)
 
 
 def _rng_state() -> dict[str, Any]:
