@@ -1,0 +1,69 @@
+"""The wrapper every registry model is: intensity normalisation -> backbone -> one logit ``[B, 1]``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from gliodeploy.errors import InputError
+
+#: Backbone output kinds: one logit, or two class scores (z0 = TRC, z1 = recurrence).
+HEAD_KINDS = ("logit", "two_class")
+
+
+class GliomaNet(nn.Module):
+    """``normalization -> backbone -> head`` returning one logit per volume, ``[B, 1]``.
+
+    P(recurrence) = sigmoid(logit). A ``"two_class"`` backbone (SENet, SqueezeNet, as in the study)
+    returns ``[B, 2]`` scores ``z``; the logit is ``z1 - z0``, so ``sigmoid(logit) = softmax(z)[:, 1]``
+    exactly and the 2-class model is trained and served like the others.
+
+    Attributes:
+        normalization: the in-graph intensity normalisation (first layer).
+        backbone: the architecture proper.
+        head_kind: ``"logit"`` or ``"two_class"``.
+        grid: the input grid ``(X, Y, Z)`` the model was built for (checked in ``forward``).
+        gradcam_layer: dotted name (in ``named_modules()`` of this model) of the last convolutional
+            block, the layer medcam explains.
+        spec: how the registry built it (name, width, ...), JSON-ready, for plans and model cards.
+    """
+
+    def __init__(
+        self,
+        normalization: nn.Module,
+        backbone: nn.Module,
+        head_kind: str,
+        *,
+        grid: tuple[int, int, int],
+        gradcam_layer: str,
+        spec: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        if head_kind not in HEAD_KINDS:
+            raise ValueError(f"head_kind must be one of {HEAD_KINDS}, got {head_kind!r}")
+        self.normalization = normalization
+        self.backbone = backbone
+        self.head_kind = head_kind
+        self.grid = tuple(int(s) for s in grid)
+        self.gradcam_layer = f"backbone.{gradcam_layer}"
+        self.spec = dict(spec or {})
+        names = dict(self.named_modules())
+        if self.gradcam_layer not in names:
+            raise ValueError(f"gradcam layer {self.gradcam_layer!r} is not a module of the model")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits ``[B, 1]`` for brain-masked SUV volumes ``[B, 1, X, Y, Z]`` on the model grid."""
+        if x.dim() != 5 or x.shape[1] != 1 or tuple(x.shape[2:]) != self.grid:
+            raise InputError(
+                f"model input must be [B, 1, {', '.join(map(str, self.grid))}] (SUV on the model grid), "
+                f"got shape {list(x.shape)}"
+            )
+        z = self.backbone(self.normalization(x))
+        if self.head_kind == "two_class":
+            return z[:, 1:2] - z[:, 0:1]
+        return z
+
+    def extra_repr(self) -> str:
+        return f"head_kind={self.head_kind!r}, grid={self.grid}, gradcam_layer={self.gradcam_layer!r}"
