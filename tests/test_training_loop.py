@@ -41,7 +41,7 @@ manifest = "{manifest}"
 def cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from gliodeploy.synth import generate_cohort
 
-    return Path(generate_cohort(tmp_path_factory.mktemp("cohort"), n=20, seed=0, size="tiny"))
+    return Path(generate_cohort(tmp_path_factory.mktemp("cohort"), n=20, seed=0, size="tiny", progress=False))
 
 
 @pytest.fixture(scope="module")

@@ -160,23 +160,12 @@ def _pos_weight(labels: list[int], mode: str) -> float | None:
 
 
 def _make_model(cfg: ExperimentConfig) -> torch.nn.Module:
-    model = build_from_spec(cfg.model.to_dict(), cfg.preprocessing)
+    """The experiment's model; ``pretrained_path`` (e.g. 2D ResNet-18 weights for ACS) is handed to
+    the registry at training time only, never stored as a requirement for loading the run."""
+    spec = cfg.model.to_dict()
     if cfg.model.pretrained_path:
-        path = Path(cfg.model.pretrained_path)
-        if not path.is_file():
-            raise ConfigError(f"[model].pretrained_path not found: {path}")
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            state = load_file(str(path))
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        if unexpected or len(missing) == len(model.state_dict()):
-            raise ModelError(
-                f"{path} does not fit model {cfg.model.name!r} (unexpected keys: {unexpected[:5]})"
-            )
-    return model
+        spec["kwargs"] = {**spec["kwargs"], "pretrained_path": cfg.model.pretrained_path}
+    return build_from_spec(spec, cfg.preprocessing)
 
 
 def _optimizer(cfg: ExperimentConfig, model: torch.nn.Module) -> torch.optim.Optimizer:

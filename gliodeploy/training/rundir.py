@@ -148,7 +148,4 @@ def build_from_spec(spec: dict[str, Any], preprocessing: PreprocessConfig):
     kwargs = dict(spec.get("kwargs") or {})
     if spec.get("width") is not None:
         kwargs["width"] = spec["width"]
-    try:
-        return build_model(spec["name"], preprocessing=preprocessing, **kwargs)
-    except TypeError as exc:
-        raise ModelError(f"cannot build model {spec.get('name')!r} with {kwargs}: {exc}") from exc
+    return build_model(spec["name"], preprocessing=preprocessing, **kwargs)
