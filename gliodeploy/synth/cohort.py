@@ -1,0 +1,313 @@
+"""Write a synthetic FDOPA PET cohort to disk: BIDS-like layout plus the training manifest.
+
+Layout::
+
+    OUT/
+      dataset_description.json  participants.tsv  participants.json  manifest.csv (written last)
+      sub-001/pet/sub-001_pet.nii.gz + sub-001_pet.json       (or sub-001/pet/dicom/ for DICOM subjects)
+      derivatives/truth/sub-001/pet/sub-001_desc-lesion_mask.nii.gz   (ground-truth lesion, image grid)
+
+Every file is written atomically; ``manifest.csv`` comes last, so a cohort with a manifest is complete.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import multiprocessing
+import os
+import shutil
+from collections.abc import Callable, Iterable
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import SimpleITK as sitk
+
+from gliodeploy import __version__
+from gliodeploy.errors import ConfigError, InputError
+from gliodeploy.synth.plan import STUDY_TEST_FRACTION, PlannedSubject, plan_cohort
+from gliodeploy.synth.scanners import get_size
+from gliodeploy.synth.subject import SyntheticSubject, generate_subject
+from gliodeploy.utils.atomic import atomic_path, atomic_write
+
+GENERATOR_NAME = "gliodeploy synth"
+#: Manifest columns: the training contract first, then ground truth (ignored by training).
+MANIFEST_COLUMNS: tuple[str, ...] = (
+    "subject",
+    "image",
+    "label",
+    "scanner",
+    "site",
+    "split",
+    "weight_kg",
+    "true_label",
+    "label_flipped",
+    "tbr_max_true",
+    "tbr_mean_true",
+    "tsr_true",
+    "lesion_center_mm",
+    "lesion_volume_ml",
+    "lesion_mask",
+    "contralateral_center_mm",
+    "healthy_brain_suv",
+    "striatum_suv",
+    "cavity",
+    "head_translation_mm",
+    "head_rotation_deg",
+    "calibration",
+    "size",
+)
+PARTICIPANT_COLUMNS: tuple[str, ...] = (
+    "participant_id",
+    "label",
+    "scanner",
+    "site",
+    "split",
+    "weight",
+    "age",
+    "sex",
+)
+_OWN_ENTRIES = (
+    "manifest.csv",
+    "participants.tsv",
+    "participants.json",
+    "dataset_description.json",
+    "derivatives",
+)
+
+
+def _triple(values: Iterable[float]) -> str:
+    """``x;y;z`` with 0.01 mm precision (commas would clash with the CSV)."""
+    return ";".join(f"{v:.2f}" for v in values)
+
+
+def _write_image(image: sitk.Image, target: Path) -> None:
+    with atomic_path(target) as tmp:
+        sitk.WriteImage(image, str(tmp), True)
+
+
+def _dicom_writer() -> Callable[..., Any] | None:
+    """``gliodeploy.io.dicom_writer.write_pet_dicom_series`` when the io package provides it."""
+    try:
+        from gliodeploy.io.dicom_writer import write_pet_dicom_series
+    except ImportError:
+        return None
+    return write_pet_dicom_series
+
+
+def write_subject(out_dir: Path, planned: PlannedSubject, *, seed: int, size: str) -> dict[str, str]:
+    """Simulate and write one subject; returns its manifest row (and participants fields)."""
+    result: SyntheticSubject = generate_subject(
+        planned.index,
+        label=planned.true_label,
+        scanner=planned.scanner,
+        seed=seed,
+        size=size,
+        subject=planned.subject,
+    )
+    truth = result.truth
+    pet_dir = out_dir / planned.subject / "pet"
+    pet_dir.mkdir(parents=True, exist_ok=True)
+    stem = f"{planned.subject}_pet"
+    if planned.dicom:
+        writer = _dicom_writer()
+        if writer is None:
+            raise ConfigError("DICOM output needs gliodeploy.io.dicom_writer, which is not available")
+        image_path = pet_dir / "dicom"
+        writer(
+            result.image,
+            image_path,
+            sidecar=result.sidecar,
+            subject=planned.subject,
+            weight_kg=truth.weight_kg,
+        )
+    else:
+        image_path = pet_dir / f"{stem}.nii.gz"
+        _write_image(result.image, image_path)
+    atomic_write(pet_dir / f"{stem}.json", json.dumps(result.sidecar, indent=2) + "\n")
+    mask_path = (
+        out_dir
+        / "derivatives"
+        / "truth"
+        / planned.subject
+        / "pet"
+        / f"{planned.subject}_desc-lesion_mask.nii.gz"
+    )
+    _write_image(truth.lesion_mask, mask_path)
+    return {
+        "subject": planned.subject,
+        "image": image_path.relative_to(out_dir).as_posix(),
+        "label": str(planned.label),
+        "scanner": planned.scanner,
+        "site": planned.site,
+        "split": planned.split,
+        "weight_kg": f"{truth.weight_kg:.1f}",
+        "true_label": str(truth.true_label),
+        "label_flipped": str(int(planned.label_flipped)),
+        "tbr_max_true": f"{truth.tbr_max_true:.4f}",
+        "tbr_mean_true": f"{truth.tbr_mean_true:.4f}",
+        "tsr_true": f"{truth.tsr_true:.4f}",
+        "lesion_center_mm": _triple(truth.lesion_center_mm),
+        "lesion_volume_ml": f"{truth.lesion_volume_ml:.3f}",
+        "lesion_mask": mask_path.relative_to(out_dir).as_posix(),
+        "contralateral_center_mm": _triple(truth.contralateral_center_mm),
+        "healthy_brain_suv": f"{truth.healthy_brain_suv:.4f}",
+        "striatum_suv": f"{truth.striatum_suv:.4f}",
+        "cavity": str(int(truth.cavity)),
+        "head_translation_mm": _triple(truth.head_translation_mm),
+        "head_rotation_deg": _triple(truth.head_rotation_deg),
+        "calibration": f"{truth.calibration:.4f}",
+        "size": size,
+        # participants.tsv only
+        "age": str(truth.age),
+        "sex": truth.sex,
+    }
+
+
+def _worker_init() -> None:
+    # One ITK thread per process: the pool already uses the cores.
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
+
+
+def _prepare_out_dir(out_dir: Path, overwrite: bool) -> None:
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"output {out_dir} exists and is not a folder")
+    if not out_dir.exists() or not any(out_dir.iterdir()):
+        out_dir.mkdir(parents=True, exist_ok=True)
+        return
+    if not overwrite:
+        raise InputError(
+            f"output folder {out_dir} is not empty; pass --overwrite to replace a synthetic cohort there"
+        )
+    description = out_dir / "dataset_description.json"
+    try:
+        generated = (
+            json.loads(description.read_text(encoding="utf-8")).get("GeneratedBy", [{}])[0].get("Name")
+        )
+    except (OSError, ValueError, AttributeError, IndexError):
+        generated = None
+    if generated != GENERATOR_NAME:
+        raise InputError(
+            f"output folder {out_dir} is not empty and is not a cohort written by {GENERATOR_NAME} "
+            f"(no such dataset_description.json): refusing to delete its content, choose another folder"
+        )
+    for entry in out_dir.iterdir():
+        if entry.name in _OWN_ENTRIES or (entry.is_dir() and entry.name.startswith("sub-")):
+            shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+
+
+def _csv_text(rows: list[dict[str, str]], columns: tuple[str, ...], delimiter: str = ",") -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(
+        buf, fieldnames=columns, delimiter=delimiter, extrasaction="ignore", lineterminator="\n"
+    )
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+def _participants(rows: list[dict[str, str]]) -> str:
+    out = [{**r, "participant_id": r["subject"], "weight": r["weight_kg"]} for r in rows]
+    return _csv_text(out, PARTICIPANT_COLUMNS, delimiter="\t")
+
+
+_PARTICIPANTS_JSON = {
+    "label": {
+        "Description": "recorded diagnosis (after label noise)",
+        "Levels": {"0": "TRC", "1": "recurrence"},
+    },
+    "scanner": {"Description": "PET system"},
+    "site": {"Description": "imaging centre"},
+    "split": {"Description": "train = cross-validation site, test = external site"},
+    "weight": {"Description": "body weight", "Units": "kg"},
+    "age": {"Description": "age at scan", "Units": "year"},
+    "sex": {"Description": "sex", "Levels": {"M": "male", "F": "female"}},
+}
+
+
+def generate_cohort(
+    out_dir: str | os.PathLike[str],
+    *,
+    n: int = 196,
+    seed: int = 0,
+    size: str = "full",
+    test_fraction: float = STUDY_TEST_FRACTION,
+    dicom_fraction: float = 0.0,
+    label_noise: float = 0.05,
+    workers: int = 1,
+    progress: bool = True,
+    overwrite: bool = False,
+) -> Path:
+    """Generate a synthetic FDOPA PET cohort in ``out_dir`` and return the path of its ``manifest.csv``.
+
+    Args:
+        out_dir: output folder; must be empty or absent (or a previous synthetic cohort with
+            ``overwrite=True``, whose generated files are then deleted first).
+        n: number of subjects (both sites).
+        seed: cohort seed; the same arguments give byte-identical images, whatever ``workers``.
+        size: ``full`` (native ~2 mm voxels), ``small`` (~4 mm) or ``tiny`` (~8 mm, for tests).
+        test_fraction: share of subjects at the external test site (the study: 32/196).
+        dicom_fraction: share of subjects written as DICOM series instead of NIfTI.
+        label_noise: share of recorded labels flipped at each site.
+        workers: processes to use (1 = in this process).
+        progress: show a progress bar.
+        overwrite: replace a previous synthetic cohort in ``out_dir``.
+
+    Raises:
+        ConfigError: an argument is out of range. InputError: ``out_dir`` is unusable.
+    """
+    get_size(size)  # validate before touching the disk
+    if not isinstance(workers, int) or workers < 1:
+        raise ConfigError(f"workers must be an integer >= 1, got {workers!r}")
+    plan = plan_cohort(
+        n, seed=seed, test_fraction=test_fraction, label_noise=label_noise, dicom_fraction=dicom_fraction
+    )
+    if any(p.dicom for p in plan) and _dicom_writer() is None:
+        raise ConfigError(
+            "dicom_fraction > 0 needs gliodeploy.io.dicom_writer, which is not available in this install"
+        )
+    out = Path(out_dir)
+    _prepare_out_dir(out, overwrite)
+
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(plan), desc=f"synth {size}", unit="subject", disable=not progress)
+    rows: list[dict[str, str]] = []
+    try:
+        if workers == 1:
+            for planned in plan:
+                rows.append(write_subject(out, planned, seed=seed, size=size))
+                bar.update(1)
+        else:
+            ctx = multiprocessing.get_context("spawn")  # no fork of a process with ITK threads running
+            with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init) as pool:
+                futures = [pool.submit(write_subject, out, p, seed=seed, size=size) for p in plan]
+                for future in futures:
+                    rows.append(future.result())
+                    bar.update(1)
+    finally:
+        bar.close()
+
+    description = {
+        "Name": f"gliodeploy synthetic 18F-FDOPA PET cohort (n={n}, seed={seed}, size={size})",
+        "BIDSVersion": "1.9.0",
+        "DatasetType": "raw",
+        "License": "CC0",
+        "Authors": ["gliodeploy synth (simulated data, no patient)"],
+        "GeneratedBy": [
+            {
+                "Name": GENERATOR_NAME,
+                "Version": __version__,
+                "Description": (
+                    f"n={n} seed={seed} size={size} test_fraction={test_fraction} "
+                    f"dicom_fraction={dicom_fraction} label_noise={label_noise}"
+                ),
+            }
+        ],
+    }
+    atomic_write(out / "dataset_description.json", json.dumps(description, indent=2) + "\n")
+    atomic_write(out / "participants.tsv", _participants(rows))
+    atomic_write(out / "participants.json", json.dumps(_PARTICIPANTS_JSON, indent=2) + "\n")
+    return atomic_write(out / "manifest.csv", _csv_text(rows, MANIFEST_COLUMNS))
