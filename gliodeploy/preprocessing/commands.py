@@ -42,7 +42,6 @@ def preprocess(
     import SimpleITK as sitk
     from rich.console import Console
 
-    from gliodeploy.io import load_pet
     from gliodeploy.preprocessing.config import PreprocessConfig
     from gliodeploy.preprocessing.pipeline import preprocess as run_preprocess
     from gliodeploy.utils.atomic import atomic_path
@@ -58,6 +57,8 @@ def preprocess(
         if shape is not None:
             overrides["shape"] = _parse_shape(shape)
         cfg = PreprocessConfig.preset(preset, **overrides)
+
+    from gliodeploy.io import load_pet  # after the argument checks: they need no reader
 
     console = Console(stderr=True)
     pet = load_pet(scan, weight_kg=weight, assume_suv=assume_suv)
