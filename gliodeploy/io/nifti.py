@@ -1,0 +1,291 @@
+"""NIfTI PET: SimpleITK for pixels and geometry, with the qform/sform cases ITK and nibabel disagree on.
+
+ITK reads the qform whenever ``qform_code > 0``, while nibabel, FSL and SPM use the sform whenever
+``sform_code > 0``. When both are set and differ, the same file would sit in two places depending on
+the tool; we follow the sform (the NIfTI convention for "the" affine) when it is a rotation with
+scaling, and refuse a sheared sform that disagrees with the qform rather than silently pick one.
+A file with neither transform (both codes 0) has no orientation: refused too. NIfTI-2 files and
+.hdr/.img pairs are not read by this SimpleITK build: a clear error. ITK's NIfTI reader also replaces
+NaN voxels with 0 (measured with SimpleITK 2.5), so NaN outside the field of view cannot be detected
+here; DICOM cannot store NaN.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime, time, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import SimpleITK as sitk
+
+from gliodeploy.errors import InputError, SuvError
+from gliodeploy.io.suv import (
+    TimeLike,
+    activity_to_bq,
+    compute_suv_factor,
+    concentration_scale,
+    decay_seconds,
+    half_life_for,
+)
+
+#: Two geometries agree when the volume corners move by less than this (mm). The header strings
+#: ITK exposes carry 6 significant digits, ~1e-3 mm at 100 mm from the origin.
+AGREEMENT_TOLERANCE_MM = 0.01
+
+_LPS_FROM_RAS = np.diag([-1.0, -1.0, 1.0])
+
+
+def _corners(size: tuple[int, ...]) -> np.ndarray:
+    """The 8 corner voxel indices of a 3D grid, shape (8, 3)."""
+    return np.array(
+        [[i, j, k] for i in (0, size[0] - 1) for j in (0, size[1] - 1) for k in (0, size[2] - 1)], float
+    )
+
+
+def _sitk_affine_lps(image: sitk.Image) -> np.ndarray:
+    """4x4 index -> LPS affine of a 3D SimpleITK image."""
+    affine = np.eye(4)
+    direction = np.array(image.GetDirection()).reshape(3, 3)
+    affine[:3, :3] = direction @ np.diag(image.GetSpacing())
+    affine[:3, 3] = image.GetOrigin()
+    return affine
+
+
+def _sform_lps(meta: dict[str, str], source: Path) -> np.ndarray:
+    """The header's sform (RAS) as a 4x4 index -> LPS affine."""
+    try:
+        rows = [[float(v) for v in meta[f"srow_{axis}"].split()] for axis in "xyz"]
+    except (KeyError, ValueError) as exc:
+        raise InputError(f"{source}: sform_code is set but the srow_x/y/z rows cannot be read") from exc
+    affine = np.eye(4)
+    affine[:3, :] = _LPS_FROM_RAS @ np.array(rows)
+    return affine
+
+
+def _apply_affine(image: sitk.Image, affine: np.ndarray) -> None:
+    """Set origin/spacing/direction from an index -> LPS affine that is a rotation times scaling."""
+    linear = affine[:3, :3]
+    spacing = np.linalg.norm(linear, axis=0)
+    u, _, vt = np.linalg.svd(linear / spacing)  # nearest orthonormal matrix: drops 6-digit rounding
+    image.SetSpacing(tuple(float(s) for s in spacing))
+    image.SetDirection(tuple(float(v) for v in (u @ vt).ravel()))
+    image.SetOrigin(tuple(float(v) for v in affine[:3, 3]))
+
+
+def read_nifti(path: Path) -> tuple[sitk.Image, dict[str, Any]]:
+    """Read a NIfTI-1 file into a SimpleITK image in LPS space, applying the policy above.
+
+    Returns the image (3D or 4D as stored; scl_slope/scl_inter applied) and geometry facts for the
+    metadata (``geometry_source``, codes). Unreadable files raise :class:`InputError`.
+    """
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError as exc:
+        detail = str(exc).strip().splitlines()[-1]
+        if "orthonormal" in detail:
+            detail = "its qform/sform is sheared or singular (not a rotation with voxel sizes)"
+        elif _is_nifti2(path):
+            detail = "it is NIfTI-2, which this SimpleITK build cannot read; save it as NIfTI-1"
+        raise InputError(f"{path}: cannot read NIfTI: {detail}") from exc
+    meta = {key: reader.GetMetaData(key) for key in reader.GetMetaDataKeys()}
+    qcode, scode = int(meta.get("qform_code", "0")), int(meta.get("sform_code", "0"))
+    if qcode == 0 and scode == 0:
+        raise InputError(
+            f"{path}: the NIfTI header has no orientation (qform_code and sform_code are both 0): "
+            "rewrite it with the scanner's affine"
+        )
+    try:
+        image = reader.Execute()
+    except RuntimeError as exc:
+        raise InputError(f"{path}: cannot read NIfTI pixels: {str(exc).strip().splitlines()[-1]}") from exc
+    if image.GetDimension() == 4 and image.GetSize()[3] == 1:
+        image = image[:, :, :, 0]  # a static volume stored with a singleton time axis
+    info: dict[str, Any] = {
+        "qform_code": qcode,
+        "sform_code": scode,
+        "geometry_source": "qform" if qcode else "sform",
+    }
+    if scode > 0 and qcode > 0 and image.GetDimension() in (3, 4):  # 2D: refused by check_volume
+        spatial = image if image.GetDimension() == 3 else image[:, :, :, 0]
+        sform = _sform_lps(meta, path)
+        corners = np.c_[_corners(spatial.GetSize()), np.ones(8)]
+        shift = float(np.abs(corners @ (sform - _sitk_affine_lps(spatial)).T).max())
+        info["qform_sform_shift_mm"] = round(shift, 4)
+        if shift > AGREEMENT_TOLERANCE_MM:
+            linear = sform[:3, :3] / np.linalg.norm(sform[:3, :3], axis=0)
+            if not np.allclose(linear.T @ linear, np.eye(3), atol=1e-4):
+                raise InputError(
+                    f"{path}: the sform is sheared and disagrees with the qform by up to {shift:.2f} mm; "
+                    "SimpleITK cannot represent a shear: resample the image, or set sform_code to 0 to use "
+                    "the qform"
+                )
+            if image.GetDimension() == 3:
+                _apply_affine(image, sform)
+            info["geometry_source"] = "sform"
+    return image, info
+
+
+def _is_nifti2(path: Path) -> bool:
+    """True when the header size field says NIfTI-2 (540), gzip or not (a 4-byte peek, no parsing)."""
+    import gzip
+
+    try:
+        opener = gzip.open if path.name.lower().endswith(".gz") else open
+        with opener(path, "rb") as fh:
+            head = fh.read(4)
+    except OSError:
+        return False
+    return head in (b"\x1c\x02\x00\x00", b"\x00\x00\x02\x1c")
+
+
+def _number(sidecar: dict[str, Any], key: str, where: str, hint: str) -> float | None:
+    """A numeric sidecar field, ``None`` when absent or empty; a non-number is an :class:`SuvError`."""
+    value = sidecar.get(key)
+    if value is None or value == "" or (isinstance(value, list) and not value):
+        return None
+    if isinstance(value, list):  # one-frame lists such as [1200] (dcm2niix)
+        if len(value) != 1:
+            raise SuvError(f"{key} in {where} has {len(value)} values: one static frame is expected")
+        value = value[0]
+    try:
+        number = float(value)
+    except (TypeError, ValueError) as exc:
+        raise SuvError(f"{key} in {where} is not a number: {value!r}; {hint}") from exc
+    if not np.isfinite(number):
+        raise SuvError(f"{key} in {where} is not finite: {value!r}; {hint}")
+    return number
+
+
+def _clock(time_zero: str, offset_s: float, where: str) -> time:
+    """``TimeZero`` (HH:MM:SS) + seconds as a clock time (BIDS times are relative to TimeZero)."""
+    try:
+        zero = time.fromisoformat(str(time_zero).strip())
+    except ValueError as exc:
+        raise SuvError(f"TimeZero in {where} is not a clock time HH:MM:SS: {time_zero!r}") from exc
+    return (datetime.combine(date(2000, 1, 1), zero) + timedelta(seconds=offset_s)).time()
+
+
+def bids_suv(
+    sidecar: dict[str, Any],
+    where: str,
+    *,
+    weight_kg: float | None,
+    weight_source: str | None,
+    injected_dose_bq: float | None,
+    injection_time: TimeLike | None,
+    scan_time: TimeLike | None,
+    half_life_s: float | None,
+    image_units: str | None,
+) -> tuple[float, dict[str, Any]]:
+    """SUVbw factor (image value -> SUVbw) from a BIDS-PET sidecar and explicit overrides.
+
+    ``where`` names the sidecar in error messages. Returns the factor and what it was computed from.
+    """
+    units = image_units if image_units is not None else sidecar.get("Units")
+    if not units:
+        raise SuvError(f"Units is missing in {where}: pass image_units (e.g. 'Bq/mL') or assume_suv")
+    to_bqml = concentration_scale(str(units), field=f"Units in {where}")
+    info: dict[str, Any] = {"units_original": str(units)}
+    if to_bqml is None:  # the image already holds SUVbw (g/mL)
+        return 1.0, info | {"suv_factor": 1.0}
+
+    if injected_dose_bq is None:
+        dose = _number(sidecar, "InjectedRadioactivity", where, "pass injected_dose_bq (--dose)")
+        if dose is None:
+            raise SuvError(
+                f"InjectedRadioactivity is missing in {where}: pass injected_dose_bq (--dose) or assume_suv"
+            )
+        dose_units = sidecar.get("InjectedRadioactivityUnits")
+        if not dose_units:
+            raise SuvError(
+                f"InjectedRadioactivityUnits is missing in {where} (MBq? mCi?): cannot read the dose"
+            )
+        injected_dose_bq = activity_to_bq(
+            dose, str(dose_units), field=f"InjectedRadioactivityUnits in {where}"
+        )
+        info["dose_source"] = where
+    else:
+        info["dose_source"] = "argument"
+    if weight_kg is None:
+        weight_kg = _number(sidecar, "PatientWeight", where, "pass weight_kg (--weight)")
+        weight_source = where if weight_kg is not None else None
+    if weight_kg is None:
+        raise SuvError(
+            f"the body weight is missing: no 'weight' in participants.tsv/sessions.tsv for this subject "
+            f"and no PatientWeight in {where}: pass weight_kg (--weight KG) or assume_suv"
+        )
+    info["weight_source"] = weight_source or "argument"
+
+    if half_life_s is None:
+        half_life_s = _number(sidecar, "RadionuclideHalfLife", where, "pass half_life_s")
+    if half_life_s is None:
+        nuclide = sidecar.get("TracerRadionuclide")
+        if not nuclide:
+            raise SuvError(
+                f"TracerRadionuclide is missing in {where}: cannot know the half-life (pass half_life_s)"
+            )
+        half_life_s = half_life_for(str(nuclide))
+        info["radionuclide"] = str(nuclide)
+
+    decay_time_s = _bids_decay_time(sidecar, where, injection_time, scan_time)
+    factor = to_bqml * compute_suv_factor(
+        weight_kg=weight_kg,
+        injected_dose_bq=injected_dose_bq,
+        decay_time_s=decay_time_s,
+        half_life_s=half_life_s,
+    )
+    return factor, info | {
+        "suv_factor": factor,
+        "weight_kg": weight_kg,
+        "injected_dose_bq": injected_dose_bq,
+        "half_life_s": half_life_s,
+        "decay_time_s": decay_time_s,
+        "to_bqml": to_bqml,
+    }
+
+
+def _bids_decay_time(
+    sidecar: dict[str, Any], where: str, injection_time: TimeLike | None, scan_time: TimeLike | None
+) -> float:
+    """Seconds from injection to the decay-correction reference, from the sidecar and/or explicit times.
+
+    The explicit ``scan_time`` is the time the image values are decay-corrected to. BIDS times are
+    seconds relative to ``TimeZero``: used as they are when both come from the sidecar, turned into clock
+    times through ``TimeZero`` when mixed with an explicit time.
+    """
+    if scan_time is None:
+        corrected = sidecar.get("ImageDecayCorrected")
+        if corrected is None:
+            raise SuvError(
+                f"ImageDecayCorrected is missing in {where}: pass scan_time (the decay-correction time)"
+            )
+        if corrected is False or str(corrected).strip().lower() in {"false", "0", "no"}:
+            raise SuvError(
+                f"ImageDecayCorrected is false in {where}: SUV needs a decay-corrected image "
+                "(decay-correct it, or pass assume_suv if it holds SUV already)"
+            )
+    hint = "pass injection_time and scan_time"
+    inj_rel = None if injection_time is not None else _number(sidecar, "InjectionStart", where, hint)
+    ref_rel = None if scan_time is not None else _number(sidecar, "ImageDecayCorrectionTime", where, hint)
+    if injection_time is None and inj_rel is None:
+        raise SuvError(
+            f"InjectionStart is missing in {where}: pass injection_time (--injection-time) or assume_suv"
+        )
+    if scan_time is None and ref_rel is None:
+        raise SuvError(f"ImageDecayCorrectionTime is missing in {where}: pass scan_time or assume_suv")
+    if inj_rel is not None and ref_rel is not None:
+        return ref_rel - inj_rel
+    if injection_time is not None and scan_time is not None:
+        return decay_seconds(injection_time, scan_time)
+    time_zero = sidecar.get("TimeZero")
+    if not time_zero:
+        raise SuvError(
+            f"TimeZero is missing in {where}: needed to combine its relative times with an explicit "
+            f"time; {hint}"
+        )
+    injection = injection_time if injection_time is not None else _clock(time_zero, inj_rel, where)
+    reference = scan_time if scan_time is not None else _clock(time_zero, ref_rel, where)
+    return decay_seconds(injection, reference)
