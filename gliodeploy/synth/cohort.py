@@ -281,7 +281,10 @@ def generate_cohort(
                 rows.append(write_subject(out, planned, seed=seed, size=size))
                 bar.update(1)
         else:
-            ctx = multiprocessing.get_context("spawn")  # no fork of a process with ITK threads running
+            # Never fork a process whose ITK thread pool may be running: workers come from a fork
+            # server that has only imported the simulator (cheaper than spawning fresh interpreters).
+            ctx = multiprocessing.get_context("forkserver")
+            ctx.set_forkserver_preload(["gliodeploy.synth.cohort", "nilearn.datasets"])
             with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init) as pool:
                 futures = [pool.submit(write_subject, out, p, seed=seed, size=size) for p in plan]
                 for future in futures:
