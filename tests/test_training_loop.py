@@ -188,3 +188,29 @@ def test_cli_exit_codes(config_path: Path, reference: RunDir, tmp_path: Path, ca
     assert "experiment config not found" in capsys.readouterr().err
     assert cli(config_path, "--manifest", tmp_path / "none.csv", "--out", tmp_path / "x", "--quiet") == 2
     assert "manifest not found" in capsys.readouterr().err
+
+
+def test_cache_reuses_entries_and_rebuilds_changed_scans(cohort: Path, tmp_path: Path) -> None:
+    import dataclasses
+    import shutil
+
+    from gliodeploy.data.cache import build_cache, load_cached
+    from gliodeploy.preprocessing import PreprocessConfig
+
+    row = read_manifest(cohort).train[0]
+    image = tmp_path / row.image.name  # with its BIDS sidecar (units, dose)
+    shutil.copy(row.image, image)
+    sidecar = row.image.with_name(row.image.name.replace(".nii.gz", ".json"))
+    shutil.copy(sidecar, tmp_path / sidecar.name)
+    row = dataclasses.replace(row, image=image)
+    cfg = PreprocessConfig.tiny(max_brain_cut=0.2)
+    entry = build_cache([row], cfg, tmp_path / "cache", progress=False)[row.subject]
+    assert entry.parent.name == cfg.fingerprint()
+    first = load_cached(entry)
+    assert first.array.shape == (32, 32, 21) and first.array.dtype == "float32" and first.array.max() > 0
+    stamp = entry.stat().st_mtime_ns
+    build_cache([row], cfg, tmp_path / "cache", progress=False)
+    assert entry.stat().st_mtime_ns == stamp  # fresh entry reused, not recomputed
+    shutil.copy(read_manifest(cohort).train[1].image, image)  # the scan on disk changed
+    build_cache([row], cfg, tmp_path / "cache", progress=False)
+    assert load_cached(entry).source_hash != first.source_hash
