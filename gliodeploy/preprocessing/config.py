@@ -33,7 +33,7 @@ class PreprocessConfig:
     * ``spacing`` (mm, x y z) and ``shape`` (voxels, x y z) of the model grid, oriented LPS.
     * ``interpolation``: ``"linear"`` (study) or ``"bspline"`` (cubic; overshoot is clipped at 0).
     * Brain mask, computed on a ``mask_spacing`` mm working grid: Gaussian smoothing
-      (``mask_smoothing_mm`` sigma), threshold at ``mask_threshold`` x the median tissue uptake,
+      (``mask_smoothing_mm`` sigma), threshold at ``mask_threshold`` x the brain's median uptake,
       opening (``mask_opening_mm`` radius) to cut scalp bridges, largest component, hole filling,
       closing (``mask_closing_mm``). ``apply_mask=False`` keeps the mask for centring only.
     * ``max_brain_cut`` : largest fraction of the brain mask allowed outside the output field of view
@@ -57,7 +57,7 @@ class PreprocessConfig:
     apply_mask: bool = True
     mask_spacing: float = 4.0
     mask_smoothing_mm: float = 2.0
-    mask_threshold: float = 0.5
+    mask_threshold: float = 0.6
     mask_opening_mm: float = 6.0
     mask_closing_mm: float = 8.0
     max_brain_cut: float = 0.05
@@ -89,7 +89,7 @@ class PreprocessConfig:
             raise ConfigError(f"max_brain_cut is a fraction in [0, 1]; got {self.max_brain_cut}")
         if self.mask_threshold >= 1:
             raise ConfigError(
-                f"preprocessing mask_threshold is a fraction of median tissue uptake (< 1), got "
+                f"preprocessing mask_threshold is a fraction of the brain's median uptake (< 1), got "
                 f"{self.mask_threshold}"
             )
         _positive(self, "tbr_robust_factor")

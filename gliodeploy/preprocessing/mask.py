@@ -16,15 +16,23 @@ from gliodeploy.preprocessing.config import PreprocessConfig
 
 #: Voxels below this fraction of the 99.5th percentile are air/noise, not tissue, for the median.
 _AIR_FRACTION = 0.05
+#: First-pass threshold, as a fraction of the median tissue uptake: generous, it only finds the head.
+_SEED_FRACTION = 0.5
+#: Erosion (mm) of the first-pass head that leaves mostly brain, for the brain's reference level.
+_CORE_MM = 12.0
 
 
 def brain_mask(image: sitk.Image, cfg: PreprocessConfig) -> sitk.Image:
     """Binary (uint8) brain mask of an axis-aligned SUV image, on the same grid.
 
-    Steps: Gaussian smoothing (``cfg.mask_smoothing_mm``) -> threshold at ``cfg.mask_threshold`` x
-    median tissue SUV -> opening (``cfg.mask_opening_mm``) -> largest face-connected component ->
-    closing (``cfg.mask_closing_mm``) -> hole filling in 3D, then per axial slice (cold tumour beds
-    or ventricles inside the brain belong to it). Raises :class:`InputError` if nothing is left.
+    Two passes. The first thresholds at half the median *tissue* uptake (tissue: above
+    ``_AIR_FRACTION`` of the 99.5th percentile) and keeps the largest blob after an opening: the head,
+    possibly with scalp, face or neck still attached. Its core (eroded by ``_CORE_MM``) is mostly
+    brain, so its median is the brain's own level, whatever the amount of neck in the field of view.
+    The second pass thresholds at ``cfg.mask_threshold`` x that level -> opening
+    (``cfg.mask_opening_mm``) -> largest face-connected component -> closing (``cfg.mask_closing_mm``)
+    -> hole filling in 3D, then per axial slice (cold tumour beds and ventricles belong to the brain).
+    Raises :class:`InputError` if nothing is left.
     """
     spacing = np.asarray(image.GetSpacing())
     smooth = image
@@ -34,19 +42,12 @@ def brain_mask(image: sitk.Image, cfg: PreprocessConfig) -> sitk.Image:
     high = float(np.percentile(values, 99.5))
     if high <= 0:
         raise InputError("brain mask: the volume has (almost) no positive uptake")
-    tissue = values[values > _AIR_FRACTION * high]
-    threshold = cfg.mask_threshold * float(np.median(tissue))
-    binary = sitk.BinaryThreshold(smooth, lowerThreshold=threshold, upperThreshold=float("inf"))
-
-    if cfg.mask_opening_mm > 0:
-        binary = sitk.BinaryMorphologicalOpening(binary, _radius(cfg.mask_opening_mm, spacing), sitk.sitkBall)
-    components = sitk.RelabelComponent(sitk.ConnectedComponent(binary, False), sortByObjectSize=True)
-    mask = sitk.Equal(components, 1)
-    if not np.any(sitk.GetArrayViewFromImage(mask)):
-        raise InputError(
-            f"brain mask is empty: no tissue above {threshold:.3g} (= {cfg.mask_threshold:g} x median tissue "
-            "uptake) survives the opening; is the head in the field of view?"
-        )
+    tissue_level = float(np.median(values[values > _AIR_FRACTION * high]))
+    head = _largest_blob(smooth, _SEED_FRACTION * tissue_level, cfg, spacing)
+    core = sitk.BinaryErode(head, _radius(_CORE_MM, spacing), sitk.sitkBall)
+    core_values = values[sitk.GetArrayViewFromImage(core if _any(core) else head) > 0]
+    threshold = cfg.mask_threshold * float(np.median(core_values))
+    mask = _largest_blob(smooth, threshold, cfg, spacing)
     if cfg.mask_closing_mm > 0:
         # Pad first so closing near the volume border does not erode the mask there.
         radius = _radius(cfg.mask_closing_mm, spacing)
@@ -55,6 +56,27 @@ def brain_mask(image: sitk.Image, cfg: PreprocessConfig) -> sitk.Image:
         mask = sitk.Crop(closed, radius, radius)
     mask = sitk.BinaryFillhole(mask)
     return _fill_axial_holes(mask)
+
+
+def _largest_blob(
+    smooth: sitk.Image, threshold: float, cfg: PreprocessConfig, spacing: np.ndarray
+) -> sitk.Image:
+    """Threshold, open (cuts thin bridges) and keep the largest face-connected component."""
+    binary = sitk.BinaryThreshold(smooth, lowerThreshold=threshold, upperThreshold=float("inf"))
+    if cfg.mask_opening_mm > 0:
+        binary = sitk.BinaryMorphologicalOpening(binary, _radius(cfg.mask_opening_mm, spacing), sitk.sitkBall)
+    components = sitk.RelabelComponent(sitk.ConnectedComponent(binary, False), sortByObjectSize=True)
+    blob = sitk.Equal(components, 1)
+    if not _any(blob):
+        raise InputError(
+            f"brain mask is empty: no tissue above {threshold:.3g} survives a {cfg.mask_opening_mm:g} mm "
+            "opening; is the head in the field of view?"
+        )
+    return blob
+
+
+def _any(mask: sitk.Image) -> bool:
+    return bool(np.any(sitk.GetArrayViewFromImage(mask)))
 
 
 def _radius(mm: float, spacing: np.ndarray) -> list[int]:
