@@ -81,7 +81,7 @@ def _weight_units(tsv: Path) -> float:
 def lookup_weight(tsv: Path, id_column: str, wanted: str) -> float | None:
     """Weight in kg of row ``wanted`` (e.g. ``sub-01``) of a BIDS TSV; ``None`` if absent or ``n/a``.
 
-    Raises :class:`SuvError` when the file has no ``weight`` column or the value is not a number.
+    Raises :class:`SuvError` when the value is not a number.
     """
     try:
         with tsv.open(newline="", encoding="utf-8") as fh:
@@ -93,10 +93,8 @@ def lookup_weight(tsv: Path, id_column: str, wanted: str) -> float | None:
     columns = rows[0].keys()
     if id_column not in columns:
         raise InputError(f"{tsv}: no {id_column!r} column (columns: {', '.join(columns)})")
-    if "weight" not in columns:
-        raise SuvError(
-            f"{tsv}: no 'weight' column to read the body weight from (columns: {', '.join(columns)})"
-        )
+    if "weight" not in columns:  # no weight recorded here: the caller looks elsewhere or says so
+        return None
     for row in rows:
         if (row.get(id_column) or "").strip() != wanted:
             continue
