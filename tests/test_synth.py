@@ -8,6 +8,7 @@ import math
 from pathlib import Path
 
 import numpy as np
+import pydicom
 import pytest
 import SimpleITK as sitk
 from scipy.stats import chi2_contingency
@@ -289,3 +290,29 @@ def test_bad_arguments_raise_config_errors(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="workers"):
         generate_cohort(tmp_path / "x", n=10, size="tiny", workers=0, progress=False)
     assert not (tmp_path / "x").exists()  # nothing written before the arguments are checked
+
+
+def test_dicom_subjects_read_back_to_the_same_suv_with_load_pet(tmp_path: Path) -> None:
+    from gliodeploy.io import load_pet
+
+    manifest = generate_cohort(tmp_path / "c", n=8, seed=2, size="tiny", dicom_fraction=0.5, progress=False)
+    rows = _rows(manifest)
+    dicom_rows = [r for r in rows if r["image"].endswith("/dicom")]
+    assert len(dicom_rows) == 4
+    # Vendor conventions: Philips stores counts (CNTS) with private scale factors, the others Bq/mL.
+    units = {
+        r["scanner"]: pydicom.dcmread(next((tmp_path / "c" / r["image"]).glob("*.dcm"))).Units
+        for r in dicom_rows
+    }
+    assert units == {"Vision": "BQML", "Biograph": "BQML", "Vereos": "CNTS"}
+    for r in rows:
+        volume = load_pet(tmp_path / "c" / r["image"])  # weight from participants.tsv or PatientWeight
+        suv = sitk.GetArrayFromImage(volume.image).transpose(2, 1, 0)
+        image = sitk.ReadImage(str(tmp_path / "c" / r["lesion_mask"]))
+        assert volume.image.GetSize() == image.GetSize()
+        assert np.allclose(volume.image.GetOrigin(), image.GetOrigin(), atol=1e-3)
+        healthy = suv[_sphere(volume.image, _triple(r["contralateral_center_mm"]), 20.0)].mean()
+        expected = float(r["healthy_brain_suv"]) * float(r["calibration"])
+        assert healthy == pytest.approx(expected, rel=0.25), (r["subject"], r["image"])
+        if r in dicom_rows:
+            assert len(list((tmp_path / "c" / r["image"]).glob("*.dcm"))) == image.GetSize()[2]

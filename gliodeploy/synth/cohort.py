@@ -18,8 +18,9 @@ import json
 import multiprocessing
 import os
 import shutil
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor
+from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +28,15 @@ import SimpleITK as sitk
 
 from gliodeploy import __version__
 from gliodeploy.errors import ConfigError, InputError
+from gliodeploy.io.dicom_writer import write_pet_dicom_series
+from gliodeploy.io.nifti_writer import write_pet_nifti
 from gliodeploy.synth.plan import STUDY_TEST_FRACTION, PlannedSubject, plan_cohort
-from gliodeploy.synth.scanners import get_size
-from gliodeploy.synth.subject import SyntheticSubject, generate_subject
+from gliodeploy.synth.scanners import SCANNERS, get_size
+from gliodeploy.synth.subject import F18_HALF_LIFE_S, SyntheticSubject, generate_subject
 from gliodeploy.utils.atomic import atomic_path, atomic_write
+
+#: Philips CNTS images: Bq/mL per stored count, written as private tag (7053,1009).
+_PHILIPS_ACTIVITY_SCALE = 0.5
 
 GENERATOR_NAME = "gliodeploy synth"
 #: Manifest columns: the training contract first, then ground truth (ignored by training).
@@ -88,13 +94,40 @@ def _write_image(image: sitk.Image, target: Path) -> None:
         sitk.WriteImage(image, str(tmp), True)
 
 
-def _dicom_writer() -> Callable[..., Any] | None:
-    """``gliodeploy.io.dicom_writer.write_pet_dicom_series`` when the io package provides it."""
-    try:
-        from gliodeploy.io.dicom_writer import write_pet_dicom_series
-    except ImportError:
-        return None
-    return write_pet_dicom_series
+def _write_dicom(result: SyntheticSubject, target: Path, *, seed: int, index: int, subject: str) -> None:
+    """Write the scan as a DICOM series the way its vendor does (Philips: CNTS + private scale factors)."""
+    truth, sidecar = result.truth, result.sidecar
+    # A fixed study date per subject keeps files reproducible; the clock times come from the sidecar.
+    injection = datetime.combine(
+        date(2020, 1, 1) + timedelta(days=index), time.fromisoformat(sidecar["TimeZero"])
+    )
+    scan = injection + timedelta(seconds=sidecar["ScanStart"])
+    vendor: dict[str, Any] = {"units": "BQML"}
+    if SCANNERS[truth.scanner].manufacturer == "Philips":
+        scale = _PHILIPS_ACTIVITY_SCALE
+        suv_per_bqml = (
+            truth.weight_kg * 1000.0 / (truth.injected_dose_bq * 2.0 ** (-truth.delay_s / F18_HALF_LIFE_S))
+        )
+        vendor = {
+            "units": "CNTS",
+            "philips_activity_scale": scale,
+            "philips_suv_factor": scale * suv_per_bqml,
+        }
+    write_pet_dicom_series(
+        result.image,
+        target,
+        weight_kg=truth.weight_kg,
+        injected_dose_bq=truth.injected_dose_bq,
+        injection_datetime=injection,
+        series_datetime=scan,
+        manufacturer=sidecar["Manufacturer"],
+        model_name=sidecar["ManufacturersModelName"],
+        patient_id=subject,
+        patient_name=subject,
+        frame_duration_s=float(sidecar["FrameDuration"][0]),
+        uid_seed=f"gliodeploy-synth-{seed}-{subject}",
+        **vendor,
+    )
 
 
 def write_subject(out_dir: Path, planned: PlannedSubject, *, seed: int, size: str) -> dict[str, str]:
@@ -112,21 +145,12 @@ def write_subject(out_dir: Path, planned: PlannedSubject, *, seed: int, size: st
     pet_dir.mkdir(parents=True, exist_ok=True)
     stem = f"{planned.subject}_pet"
     if planned.dicom:
-        writer = _dicom_writer()
-        if writer is None:
-            raise ConfigError("DICOM output needs gliodeploy.io.dicom_writer, which is not available")
         image_path = pet_dir / "dicom"
-        writer(
-            result.image,
-            image_path,
-            sidecar=result.sidecar,
-            subject=planned.subject,
-            weight_kg=truth.weight_kg,
-        )
+        if image_path.exists():  # a leftover of an interrupted run: the series is rewritten whole
+            shutil.rmtree(image_path)
+        _write_dicom(result, image_path, seed=seed, index=planned.index, subject=planned.subject)
     else:
-        image_path = pet_dir / f"{stem}.nii.gz"
-        _write_image(result.image, image_path)
-    atomic_write(pet_dir / f"{stem}.json", json.dumps(result.sidecar, indent=2) + "\n")
+        image_path = write_pet_nifti(result.image, pet_dir / f"{stem}.nii.gz", result.sidecar)
     mask_path = (
         out_dir
         / "derivatives"
@@ -264,10 +288,6 @@ def generate_cohort(
     plan = plan_cohort(
         n, seed=seed, test_fraction=test_fraction, label_noise=label_noise, dicom_fraction=dicom_fraction
     )
-    if any(p.dicom for p in plan) and _dicom_writer() is None:
-        raise ConfigError(
-            "dicom_fraction > 0 needs gliodeploy.io.dicom_writer, which is not available in this install"
-        )
     out = Path(out_dir)
     _prepare_out_dir(out, overwrite)
 
