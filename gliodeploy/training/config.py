@@ -18,15 +18,19 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import tomllib
-
 from gliodeploy.data.augmentation import AugmentationConfig
 from gliodeploy.errors import ConfigError
 from gliodeploy.preprocessing.config import PreprocessConfig
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10: the same parser, published as tomli
+    import tomli as tomllib
 
 OPTIMIZERS = ("adam", "sgd")
 LOSSES = ("bce", "sce")
