@@ -11,16 +11,16 @@ Method (no segmentation, no atlas - every step is a documented heuristic):
 2. **Striatum**: physiologically hot and bilateral, near the brain centre. A symmetry map
    ``min(smooth, mirror_x(smooth))`` (mirror about the brain's centroid plane) is high only where
    *both* hemispheres are hot, so a unilateral tumour - however hot - does not qualify. The
-   striatum is the connected region of that map above ``striatum_fraction`` x its maximum inside a
-   central box (+-``striatum_box_mm`` around the brain centroid) that contains the maximum, and
-   its mirror image.
+   striatum is the region of that map above ``striatum_fraction`` of its maximum over the
+   background (median brain uptake; half-maximum by default) inside a central box
+   (+-``striatum_box_mm`` around the brain centroid), and its mirror image.
 3. **Lesion candidate**: the hottest smoothed voxel of the (eroded) brain outside the dilated
-   striatum.
+   striatum; the lesion's peak is then the hottest unsmoothed voxel within ``peak_radius_mm`` of it.
 4. **Healthy reference**: brain eroded by ``erosion_mm`` (partial volume at the edge) minus the
    dilated striatum minus the dilated lesion VOI; its 10 %-trimmed mean SUV.
 5. **Lesion VOI / MTV**: the connected region of voxels >= ``mtv_factor`` (1.6) x reference that
    contains the hotspot. MTV is its volume in mL. Steps 4-5 are iterated twice (the VOI refines the
-   reference). When the hotspot is below 1.6 x reference (typical of TRC), MTV is 0 and the VOI
+   reference). When the peak is below 1.6 x reference (typical of TRC), MTV is 0 and the VOI
    falls back to the voxels >= 90 % of the hotspot's uptake around it, for TBRmean.
 6. TBRmax = SUVmax(VOI) / reference, TBRmean = mean SUV(VOI) / reference, TSR = SUVmax(VOI) /
    SUVmax(striatum).
@@ -91,8 +91,9 @@ def static_parameters(
     smoothing_mm: float = 3.0,
     erosion_mm: float = 4.0,
     striatum_box_mm: tuple[float, float, float] = (40.0, 40.0, 35.0),
-    striatum_fraction: float = 0.6,
+    striatum_fraction: float = 0.5,
     exclusion_mm: float = 6.0,
+    peak_radius_mm: float = 10.0,
     mtv_factor: float = 1.6,
 ) -> StaticParameters:
     """Compute TBRmax, TBRmean, TSR and MTV of one brain-masked SUV volume (see module docstring).
@@ -128,7 +129,9 @@ def static_parameters(
     box[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]] = True
     sym_box = np.where(box, sym, 0)
     seed = np.unravel_index(int(np.argmax(sym_box)), sym.shape)
-    striatum = _component_containing(sym_box >= striatum_fraction * sym_box[seed], seed)
+    background = float(np.median(suv[inner]))  # first guess of healthy uptake (lesion/striatum are small)
+    level = background + striatum_fraction * (float(sym_box[seed]) - background)  # fraction of max above bg
+    striatum = sym_box >= level  # every part (caudate, putamen may be separate blobs at 4-8 mm voxels)
     striatum |= _mirror_x(striatum.astype(np.uint8), centre[0]).astype(bool)
     striatum &= brain
     striatum_max = float(suv[striatum].max())
@@ -139,6 +142,11 @@ def static_parameters(
     if not search.any():
         raise InputError("no brain left outside the striatum to search for a lesion")
     hotspot = np.unravel_index(int(np.argmax(np.where(search, smooth, -np.inf))), suv.shape)
+    # the peak voxel: smoothing locates the lesion but may shift the maximum by a few mm
+    grids = np.ogrid[tuple(slice(0, n) for n in suv.shape)]
+    d2 = sum(((g - c) * sp) ** 2 for g, c, sp in zip(grids, hotspot, spacing, strict=True))
+    near = (d2 <= peak_radius_mm**2) & search
+    hotspot = np.unravel_index(int(np.argmax(np.where(near, suv, -np.inf))), suv.shape)
 
     healthy = inner & ~striatum_zone
     reference = float(np.median(suv[healthy]))
