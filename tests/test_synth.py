@@ -316,3 +316,13 @@ def test_dicom_subjects_read_back_to_the_same_suv_with_load_pet(tmp_path: Path) 
         assert healthy == pytest.approx(expected, rel=0.25), (r["subject"], r["image"])
         if r in dicom_rows:
             assert len(list((tmp_path / "c" / r["image"]).glob("*.dcm"))) == image.GetSize()[2]
+
+
+def test_package_exports_resolve_lazily() -> None:
+    import gliodeploy.synth as synth
+
+    assert sorted(synth.__all__) == sorted(synth._EXPORTS)
+    for name in synth.__all__:
+        assert getattr(synth, name) is not None
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        _ = synth.nope
