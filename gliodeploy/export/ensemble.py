@@ -1,0 +1,46 @@
+"""The fold ensemble as one ``torch.nn.Module`` (what gets exported to ONNX/TorchScript)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from gliodeploy.errors import ModelError
+
+#: Probabilities are clamped to [EPS, 1 - EPS] before the logit so it stays finite (float32-safe).
+LOGIT_EPS = 1e-6
+
+
+class EnsembleModule(nn.Module):
+    """Average the sigmoid of K fold models in a single graph.
+
+    Input ``suv``: float32 ``[B, 1, X, Y, Z]`` brain-masked SUV on the model grid (each fold model
+    normalises it itself). Outputs, in this order (the names of :mod:`gliodeploy.contract`):
+
+    * ``probability`` ``[B, 1]``: mean of the folds' P(recurrence);
+    * ``fold_probabilities`` ``[B, K]``: each fold's P(recurrence);
+    * ``logit`` ``[B, 1]``: logit of the mean probability (clamped to ``[LOGIT_EPS, 1-LOGIT_EPS]``),
+      so that ``sigmoid(logit) == probability`` up to the clamp.
+    """
+
+    def __init__(self, fold_models: Sequence[nn.Module]) -> None:
+        super().__init__()
+        if len(fold_models) == 0:
+            raise ModelError("cannot build an ensemble from zero fold models")
+        self.folds = nn.ModuleList(fold_models)
+        self.eval()
+
+    @property
+    def num_folds(self) -> int:
+        """Number of fold models K."""
+        return len(self.folds)
+
+    def forward(self, suv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        # Each fold returns one logit [B, 1]; concatenating gives [B, K].
+        fold_prob = torch.cat([torch.sigmoid(m(suv)) for m in self.folds], dim=1)
+        prob = fold_prob.mean(dim=1, keepdim=True)
+        p = prob.clamp(LOGIT_EPS, 1.0 - LOGIT_EPS)
+        logit = torch.log(p) - torch.log1p(-p)
+        return prob, fold_prob, logit

@@ -1,0 +1,279 @@
+"""Triton model repository: configuration protobufs, versioned writes, config validation.
+
+Layout (see docs/ARCHITECTURE.md)::
+
+    gliodeploy_ensemble/  config.pbtxt (GPU), configs/{cpu,local}.pbtxt, <N>/model.onnx model.py ...
+    gliodeploy_geometry/  config.pbtxt, configs/{cpu,local}.pbtxt, <N>/model.py preprocessing.json
+    gliodeploy_native/    config.pbtxt, configs/{cpu,local}.pbtxt, <N>/ (a Triton ensemble: empty)
+
+Configurations are built as ``tritonclient.grpc.model_config_pb2.ModelConfig`` and printed with
+protobuf's text_format, so they are syntactically valid by construction; :func:`validate_configs`
+parses every file back. One export adds version ``N`` to all three models at once (latest-version
+policy keeps them paired); older versions are never touched.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2 as mc
+
+from gliodeploy import contract
+from gliodeploy.errors import ModelError
+from gliodeploy.export.profiles import ExportProfile
+from gliodeploy.utils.atomic import atomic_write
+
+MODELS = (contract.ENSEMBLE_MODEL, contract.GEOMETRY_MODEL, contract.NATIVE_PIPELINE_MODEL)
+#: Configuration targets: ``gpu`` is the default ``config.pbtxt``; others live in ``configs/<name>.pbtxt``
+#: and are selected with ``tritonserver --model-config-name=<name>``.
+TARGETS = ("gpu", "cpu", "local")
+_VERSION_RE = re.compile(r"^[1-9][0-9]*$")
+
+
+@dataclass(frozen=True)
+class EnsembleSpec:
+    """What the configurations need to know about the exported ensemble."""
+
+    grid_shape: tuple[int, int, int]
+    num_folds: int
+    format: str  # "onnx" | "torchscript"
+
+    @property
+    def model_filename(self) -> str:
+        """File name of the exported graph inside a version folder."""
+        return "model.onnx" if self.format == "onnx" else "model.pt"
+
+
+def _tensor(cls: type, name: str, dtype: int, dims: list[int]):  # noqa: ANN202 - protobuf message
+    return cls(name=name, data_type=dtype, dims=dims)
+
+
+def _latest_policy() -> mc.ModelVersionPolicy:
+    return mc.ModelVersionPolicy(latest=mc.ModelVersionPolicy.Latest(num_versions=1))
+
+
+def ensemble_config(spec: EnsembleSpec, profile: ExportProfile, target: str) -> mc.ModelConfig:
+    """Configuration of ``gliodeploy_ensemble`` for ``target`` (``gpu``, ``cpu`` or ``local``)."""
+    cfg = mc.ModelConfig(
+        name=contract.ENSEMBLE_MODEL,
+        max_batch_size=profile.max_batch_size,
+        version_policy=_latest_policy(),
+        input=[_tensor(mc.ModelInput, contract.INPUT_SUV, mc.TYPE_FP32, [1, *spec.grid_shape])],
+        # Order = the exported graph's output order (TorchScript binds outputs by position).
+        output=[
+            _tensor(mc.ModelOutput, contract.OUTPUT_PROBABILITY, mc.TYPE_FP32, [1]),
+            _tensor(mc.ModelOutput, contract.OUTPUT_FOLD_PROBABILITIES, mc.TYPE_FP32, [spec.num_folds]),
+            _tensor(mc.ModelOutput, contract.OUTPUT_LOGIT, mc.TYPE_FP32, [1]),
+        ],
+        dynamic_batching=mc.ModelDynamicBatching(
+            preferred_batch_size=list(profile.preferred_batch_sizes),
+            max_queue_delay_microseconds=profile.max_queue_delay_microseconds,
+        ),
+    )
+    if target == "local":
+        if spec.format != "onnx":
+            raise ModelError(
+                "the local (python backend) configuration runs ONNX Runtime: export with format onnx"
+            )
+        cfg.backend = "python"
+        cfg.instance_group.append(
+            mc.ModelInstanceGroup(count=profile.cpu_instances, kind=mc.ModelInstanceGroup.KIND_CPU)
+        )
+        cfg.parameters["onnx_file"].string_value = spec.model_filename
+        cfg.parameters["intra_op_thread_count"].string_value = str(profile.intra_op_threads)
+        return cfg
+    cfg.backend = "onnxruntime" if spec.format == "onnx" else "pytorch"
+    cfg.default_model_filename = spec.model_filename
+    if target == "cpu":
+        cfg.instance_group.append(
+            mc.ModelInstanceGroup(count=profile.cpu_instances, kind=mc.ModelInstanceGroup.KIND_CPU)
+        )
+        if spec.format == "onnx" and profile.intra_op_threads:
+            cfg.parameters["intra_op_thread_count"].string_value = str(profile.intra_op_threads)
+        return cfg
+    if target != "gpu":
+        raise ModelError(f"unknown configuration target {target!r}; expected one of {TARGETS}")
+    cfg.instance_group.append(
+        mc.ModelInstanceGroup(count=profile.gpu_instances, kind=mc.ModelInstanceGroup.KIND_GPU)
+    )
+    if spec.format == "onnx" and profile.tensorrt:
+        trt = mc.ModelOptimizationPolicy.ExecutionAccelerators.Accelerator(name="tensorrt")
+        trt.parameters["precision_mode"] = profile.tensorrt_precision
+        trt.parameters["max_workspace_size_bytes"] = str(profile.tensorrt_workspace_bytes)
+        cfg.optimization.execution_accelerators.gpu_execution_accelerator.append(trt)
+    return cfg
+
+
+def geometry_config(spec: EnsembleSpec) -> mc.ModelConfig:
+    """Configuration of ``gliodeploy_geometry`` (python backend on CPU for every target)."""
+    cfg = mc.ModelConfig(
+        name=contract.GEOMETRY_MODEL,
+        backend="python",
+        max_batch_size=0,  # one native volume per request: native shapes differ between scans
+        version_policy=_latest_policy(),
+        input=[
+            _tensor(mc.ModelInput, contract.INPUT_NATIVE_VOLUME, mc.TYPE_FP32, [-1, -1, -1]),
+            _tensor(mc.ModelInput, contract.INPUT_SPACING, mc.TYPE_FP64, [3]),
+            _tensor(mc.ModelInput, contract.INPUT_ORIGIN, mc.TYPE_FP64, [3]),
+            _tensor(mc.ModelInput, contract.INPUT_DIRECTION, mc.TYPE_FP64, [9]),
+        ],
+        output=[_tensor(mc.ModelOutput, contract.INPUT_SUV, mc.TYPE_FP32, [1, 1, *spec.grid_shape])],
+    )
+    cfg.instance_group.append(mc.ModelInstanceGroup(count=1, kind=mc.ModelInstanceGroup.KIND_CPU))
+    return cfg
+
+
+def native_config(spec: EnsembleSpec) -> mc.ModelConfig:
+    """Configuration of ``gliodeploy_native``: Triton ensemble geometry -> fold ensemble."""
+    step = mc.ModelEnsembling.Step
+    cfg = mc.ModelConfig(
+        name=contract.NATIVE_PIPELINE_MODEL,
+        platform="ensemble",
+        max_batch_size=0,
+        version_policy=_latest_policy(),
+        input=[
+            _tensor(mc.ModelInput, contract.INPUT_NATIVE_VOLUME, mc.TYPE_FP32, [-1, -1, -1]),
+            _tensor(mc.ModelInput, contract.INPUT_SPACING, mc.TYPE_FP64, [3]),
+            _tensor(mc.ModelInput, contract.INPUT_ORIGIN, mc.TYPE_FP64, [3]),
+            _tensor(mc.ModelInput, contract.INPUT_DIRECTION, mc.TYPE_FP64, [9]),
+        ],
+        output=[
+            _tensor(mc.ModelOutput, contract.OUTPUT_PROBABILITY, mc.TYPE_FP32, [1, 1]),
+            _tensor(mc.ModelOutput, contract.OUTPUT_FOLD_PROBABILITIES, mc.TYPE_FP32, [1, spec.num_folds]),
+            _tensor(mc.ModelOutput, contract.OUTPUT_LOGIT, mc.TYPE_FP32, [1, 1]),
+        ],
+    )
+    names = (
+        contract.INPUT_NATIVE_VOLUME,
+        contract.INPUT_SPACING,
+        contract.INPUT_ORIGIN,
+        contract.INPUT_DIRECTION,
+    )
+    outputs = (contract.OUTPUT_PROBABILITY, contract.OUTPUT_FOLD_PROBABILITIES, contract.OUTPUT_LOGIT)
+    cfg.ensemble_scheduling.step.extend(
+        [
+            step(
+                model_name=contract.GEOMETRY_MODEL,
+                model_version=-1,
+                input_map={n: n for n in names},
+                output_map={contract.INPUT_SUV: "grid_suv"},
+            ),
+            step(
+                model_name=contract.ENSEMBLE_MODEL,
+                model_version=-1,
+                input_map={contract.INPUT_SUV: "grid_suv"},
+                output_map={n: n for n in outputs},
+            ),
+        ]
+    )
+    return cfg
+
+
+def config_text(cfg: mc.ModelConfig) -> str:
+    """``config.pbtxt`` text of a configuration."""
+    return text_format.MessageToString(cfg)
+
+
+def config_paths(model_dir: Path) -> dict[str, Path]:
+    """Target name -> configuration file of one model folder."""
+    return {
+        "gpu": model_dir / "config.pbtxt",
+        **{t: model_dir / "configs" / f"{t}.pbtxt" for t in TARGETS[1:]},
+    }
+
+
+def write_configs(repo: Path, spec: EnsembleSpec, profile: ExportProfile) -> list[Path]:
+    """(Re)write every model's configurations for the latest export; returns the files written."""
+    builders: dict[str, Callable[[str], mc.ModelConfig]] = {
+        contract.ENSEMBLE_MODEL: lambda t: ensemble_config(spec, profile, t),
+        contract.GEOMETRY_MODEL: lambda t: geometry_config(spec),
+        contract.NATIVE_PIPELINE_MODEL: lambda t: native_config(spec),
+    }
+    written = []
+    for model, build in builders.items():
+        for target, path in config_paths(repo / model).items():
+            if target == "local" or spec.format == "onnx" or model != contract.ENSEMBLE_MODEL:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                written.append(atomic_write(path, config_text(build(target))))
+            else:  # TorchScript has no python-backend runner: no stale local config either
+                path.unlink(missing_ok=True)
+    return written
+
+
+def parse_config(path: str | os.PathLike[str]) -> mc.ModelConfig:
+    """Parse one ``.pbtxt`` into a ``ModelConfig``; :class:`ModelError` names the file and the problem."""
+    path = Path(path)
+    try:
+        return text_format.Parse(path.read_text(encoding="utf-8"), mc.ModelConfig())
+    except (OSError, UnicodeDecodeError, text_format.ParseError) as exc:
+        raise ModelError(f"invalid Triton configuration {path}: {exc}") from None
+
+
+def validate_configs(repo: str | os.PathLike[str]) -> dict[Path, mc.ModelConfig]:
+    """Parse every ``config.pbtxt`` and ``configs/*.pbtxt`` of the repository and check basic consistency.
+
+    Checks: each file parses, its ``name`` is its folder's name, the three gliodeploy models are
+    present, and ensemble steps name models of this repository.
+    """
+    repo = Path(repo)
+    if not repo.is_dir():
+        raise ModelError(f"model repository not found: {repo}")
+    found: dict[Path, mc.ModelConfig] = {}
+    for model in MODELS:
+        if not (repo / model / "config.pbtxt").is_file():
+            raise ModelError(f"{repo / model / 'config.pbtxt'} is missing")
+    for model_dir in sorted(p for p in repo.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        for path in [model_dir / "config.pbtxt", *sorted((model_dir / "configs").glob("*.pbtxt"))]:
+            if not path.is_file():
+                continue
+            cfg = parse_config(path)
+            if cfg.name and cfg.name != model_dir.name:
+                raise ModelError(f"{path}: name {cfg.name!r} differs from its folder {model_dir.name!r}")
+            for step in cfg.ensemble_scheduling.step:
+                if not (repo / step.model_name).is_dir():
+                    raise ModelError(
+                        f"{path}: ensemble step names model {step.model_name!r}, absent from {repo}"
+                    )
+            found[path] = cfg
+    return found
+
+
+def versions(model_dir: Path) -> list[int]:
+    """Existing numeric version folders of one model, sorted."""
+    if not model_dir.is_dir():
+        return []
+    return sorted(int(p.name) for p in model_dir.iterdir() if p.is_dir() and _VERSION_RE.match(p.name))
+
+
+def next_version(repo: Path) -> int:
+    """The version number the next export uses: one above any version of the three models."""
+    return max((v for m in MODELS for v in versions(repo / m)), default=0) + 1
+
+
+def publish_versions(staged: dict[str, Path], repo: Path, version: int) -> list[Path]:
+    """Move staged version folders (model name -> folder) to ``<repo>/<model>/<version>``.
+
+    Each move is a single ``rename`` (same file system), so a version folder is either absent or
+    complete. Refuses to replace an existing version.
+    """
+    targets = {model: repo / model / str(version) for model in staged}
+    for target in targets.values():
+        if target.exists():
+            raise ModelError(f"{target} already exists; an export never overwrites a version")
+    moved = []
+    try:
+        for model, src in staged.items():
+            targets[model].parent.mkdir(parents=True, exist_ok=True)
+            os.rename(src, targets[model])
+            moved.append(targets[model])
+    except BaseException:
+        for path in moved:  # keep the three models paired: all of version N or none of it
+            shutil.rmtree(path, ignore_errors=True)
+        raise
+    return moved
