@@ -152,7 +152,9 @@ def test_unknown_model_name_lists_valid_names() -> None:
         ("vgg11", {"fc_width": 128}, "fc_width does not apply"),
         ("cnn3d", {"dropuot": 0.3}, "no option(s) dropuot; valid options: dropout"),
         ("cnn3d", {"pretrained_path": "x.pth"}, "only acs_resnet18"),
-        ("senet", {"reductoin": 8}, "no option(s) reductoin"),
+        ("senet", {"reductoin": 8}, "no option(s) reductoin; valid options: block, layers, groups"),
+        ("resnet10", {"pretrained": True}, "no option(s) pretrained"),
+        ("senet", {"num_classes": 3}, "no option(s) num_classes"),
     ],
 )
 def test_bad_options_raise_config_error(name: str, kwargs: dict, message: str) -> None:
@@ -189,3 +191,11 @@ def test_state_dict_round_trip_rebuilds_identical_model() -> None:
     assert not torch.equal(a(x), b(x))
     b.load_state_dict(a.state_dict())
     assert torch.equal(a(x), b(x))
+
+
+def test_library_options_reach_the_library_model() -> None:
+    model = build_model("resnet10", preprocessing=TINY, conv1_t_stride=2)
+    assert model.backbone.conv1.stride == (2, 2, 2)
+    assert model.spec["kwargs"] == {"conv1_t_stride": 2}
+    model = build_model("cnn3d", preprocessing=TINY, dropout=0.2)
+    assert model.backbone.classifier[3].p == 0.2

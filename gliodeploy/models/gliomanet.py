@@ -55,7 +55,9 @@ class GliomaNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits ``[B, 1]`` for brain-masked SUV volumes ``[B, 1, X, Y, Z]`` on the model grid."""
-        if x.dim() != 5 or x.shape[1] != 1 or tuple(x.shape[2:]) != self.grid:
+        # Skipped under jit.trace, where sizes are traced values (the traced graph is fixed anyway).
+        bad = x.dim() != 5 or x.shape[1] != 1 or tuple(x.shape[2:]) != self.grid
+        if not torch.jit.is_tracing() and bad:
             raise InputError(
                 f"model input must be [B, 1, {', '.join(map(str, self.grid))}] (SUV on the model grid), "
                 f"got shape {list(x.shape)}"

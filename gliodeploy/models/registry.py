@@ -55,11 +55,18 @@ def _vgg11(grid: tuple[int, int, int], width: float, fc_width: int | None, dropo
     return vgg3d.VGG3D(grid, width=width, dropout=dropout)
 
 
-def _library(factory: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+def _library(
+    factory: Callable[..., nn.Module], options: Callable[[], tuple[str, ...]] | None = None
+) -> Callable[..., nn.Module]:
+    """Adapt a library factory to the builder interface; ``options`` names what its ``**kwargs`` accept."""
+
     def build(grid: tuple[int, int, int], width: float, fc_width: int | None, **kwargs: Any) -> nn.Module:
         return factory(**kwargs)
 
-    build.__signature__ = inspect.signature(factory)  # type: ignore[attr-defined]  # for kwargs checks
+    params = [p for p in inspect.signature(factory).parameters.values() if p.kind != p.VAR_KEYWORD]
+    if options is not None:
+        params += [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY) for n in options()]
+    build.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]  # read by _check_kwargs
     return build
 
 
@@ -70,10 +77,16 @@ def _squeezenet(
 
 
 _ARCHS: dict[str, _Arch] = {
-    "cnn3d": _Arch(_cnn3d, "logit", cnn3d.GRADCAM_LAYER, 5_414_081, "4-block 3D CNN + 2 FC", width=True),
+    "cnn3d": _Arch(
+        _cnn3d, "logit", cnn3d.GRADCAM_LAYER, 5_414_081, "4-block 3D CNN + 2 FC layers", width=True
+    ),
     "vgg11": _Arch(_vgg11, "logit", vgg3d.GRADCAM_LAYER, 27_658_497, "VGG11-3D with BatchNorm", width=True),
     "resnet10": _Arch(
-        _library(resnet10.build_resnet10), "logit", resnet10.GRADCAM_LAYER, 14_356_929, "MONAI ResNet10"
+        _library(resnet10.build_resnet10, resnet10.options),
+        "logit",
+        resnet10.GRADCAM_LAYER,
+        14_356_929,
+        "MONAI ResNet10",
     ),
     "acs_resnet18": _Arch(
         _library(acs_resnet18.build_acs_resnet18),
@@ -83,7 +96,13 @@ _ARCHS: dict[str, _Arch] = {
         "timm ResNet-18 converted to 3D by ACSConv",
         pretrained=True,
     ),
-    "senet": _Arch(_library(senet.build_senet), "two_class", senet.GRADCAM_LAYER, 159_671_426, "MONAI SENet"),
+    "senet": _Arch(
+        _library(senet.build_senet, senet.options),
+        "two_class",
+        senet.GRADCAM_LAYER,
+        159_671_426,
+        "MONAI SENet (SE bottleneck, layers 1-1-1-1)",
+    ),
     "squeezenet": _Arch(
         _squeezenet, "two_class", squeezenet3d.GRADCAM_LAYER, 1_861_186, "SqueezeNet 1.0 in 3D, no BatchNorm"
     ),
