@@ -98,6 +98,11 @@ def test_summary_png_and_grid_files(explained: tuple[Path, sitk.Image, Path]) ->
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 2000
     grid = sitk.ReadImage(summary["files"]["grid_heatmap"])
     assert grid.GetSize() == (32, 32, 21)
+    # the PNG slices cross at the hottest attention inside the brain (the masked SUV is > 0 there)
+    suv = sitk.GetArrayFromImage(sitk.ReadImage(summary["files"]["grid_suv"])).transpose(2, 1, 0)
+    cam = sitk.GetArrayFromImage(grid).transpose(2, 1, 0)
+    x, y, z = summary["slice_voxel_grid"]
+    assert suv[x, y, z] > 0 and cam[x, y, z] == pytest.approx((cam * (suv > 0)).max())
 
 
 def test_single_fold_equals_direct_gradcam(explained: tuple[Path, sitk.Image, Path], tmp_path: Path) -> None:

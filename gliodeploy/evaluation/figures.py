@@ -9,6 +9,7 @@ from collections.abc import Sequence
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from gliodeploy.evaluation import metrics as M
 from gliodeploy.evaluation.rundata import FoldLog, Predictions
@@ -79,7 +80,8 @@ def confusion_figure(blocks: Sequence[tuple[str, dict[str, int]]]) -> bytes:
         mat = np.array([[c["tn"], c["fp"]], [c["fn"], c["tp"]]])
         ax.imshow(mat, cmap="Blues", vmin=0, vmax=max(int(mat.max()), 1))
         for (r, k), v in np.ndenumerate(mat):
-            ax.text(k, r, str(v), ha="center", va="center", color="black", fontsize=12)
+            dark = v > mat.max() / 2  # white digits on dark cells
+            ax.text(k, r, str(v), ha="center", va="center", color="white" if dark else "black", fontsize=12)
         ax.set_xticks([0, 1], ["TRC", "recurrence"])
         ax.set_yticks([0, 1], ["TRC", "recurrence"])
         ax.set_xlabel("predicted")
@@ -103,6 +105,7 @@ def loss_curves_figure(fold_logs: Sequence[FoldLog]) -> bytes:
                 x, y = zip(*pts, strict=True)
                 ax.plot(x, y, style, color=color, label=f"fold {log.fold} {key.split('_')[0]}")
     ax.set(xlabel="epoch", ylabel="loss", title="Training (dashed) and validation (solid) loss per fold")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     if ax.lines:
         ax.legend(fontsize=7, ncol=2)
     else:
@@ -118,7 +121,7 @@ def patient_loss_figure(fold_logs: Sequence[FoldLog], suspects: set[str]) -> byt
         for subject, losses in log.patient_losses.items():
             flagged = subject in suspects
             ax.plot(
-                np.arange(1, len(losses) + 1),
+                np.arange(len(losses)),  # epoch_0, epoch_1, ... as in log.jsonl
                 losses,
                 color="#d62728" if flagged else "#999999",
                 alpha=0.95 if flagged else 0.35,
@@ -128,6 +131,7 @@ def patient_loss_figure(fold_logs: Sequence[FoldLog], suspects: set[str]) -> byt
             if flagged:
                 ax.annotate(subject, (len(losses), losses[-1]), fontsize=7, color="#d62728")
     ax.set(xlabel="epoch", ylabel="validation loss", title="Per-patient validation loss (red: suspect label)")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     if not ax.lines:
         ax.text(0.5, 0.5, "no per-patient losses found", ha="center", transform=ax.transAxes)
     return _png(fig)

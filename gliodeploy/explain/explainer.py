@@ -1,11 +1,12 @@
 """Explain one scan with a run's fold models: native-space NIfTI heatmap, model-grid heatmap, PNGs.
 
-Outputs in ``out_dir`` (``<stem>`` = the scan's subject or file name):
+Outputs in ``out_dir`` (``<stem>`` = the scan's file name without extension, or its DICOM folder):
 
 * ``<stem>_gradcam_native.nii.gz``: the heatmap on the input scan's own voxel grid (same size,
   spacing, origin and direction), to overlay on the PET in ITK-SNAP or 3D Slicer;
 * ``<stem>_gradcam_grid.nii.gz`` and ``<stem>_suv_grid.nii.gz``: heatmap and SUV on the model grid;
-* ``<stem>_gradcam_{axial,coronal,sagittal}.png``: overlays through the hottest attention;
+* ``<stem>_gradcam_{axial,coronal,sagittal}.png``: overlays through the hottest attention inside
+  the brain mask;
 * ``<stem>_explanation.json``: probabilities, which models, attention fraction inside the brain.
 """
 
@@ -33,6 +34,7 @@ class Explanation:
     attention_in_brain: float
     hottest_voxel_grid: tuple[int, int, int]
     hottest_point_mm: tuple[float, float, float]
+    slice_voxel_grid: tuple[int, int, int]  # where the PNG slices cross: hottest attention in the brain
     files: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -62,6 +64,15 @@ def load_models(run_dir: str | Path, fold: int | None) -> tuple[list, list[int]]
     except (RuntimeError, OSError) as exc:
         raise ModelError(f"cannot load {weights}: {exc}") from exc
     return [model.eval()], [fold]
+
+
+def _stem(scan: str | Path) -> str:
+    """Output file prefix: the scan's file name without NIfTI extensions (or the DICOM folder's name)."""
+    name = Path(scan).name
+    for ext in (".nii.gz", ".nii"):
+        if name.endswith(ext):
+            return name[: -len(ext)]
+    return name
 
 
 def _write_image(image, path: Path) -> str:
@@ -94,9 +105,13 @@ def explain_scan(
     heat = cam.mean_map
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    stem = pet.subject or Path(scan).name.split(".")[0]
+    stem = _stem(scan)
     hot = hottest_voxel(heat)
     hot_mm = tuple(float(v) for v in pre.grid.TransformIndexToPhysicalPoint(hot))
+    in_brain = heat * (pre.mask > 0)
+    # slices through the hottest attention in the brain (the global peak may sit on the border:
+    # that case is reported by attention_in_brain, the slices stay clinically readable)
+    centre = hottest_voxel(in_brain) if in_brain.max() > 0 else hot
     files = {
         "native_heatmap": _write_image(
             to_native(heat, pre.grid, pet.image), out / f"{stem}_gradcam_native.nii.gz"
@@ -108,17 +123,18 @@ def explain_scan(
     title = f"{stem}: P(recurrence) {cam.probability:.2f}, {which}"
     for view in VIEWS:
         png = overlay_png(
-            pre.array, heat, view, spacing=tuple(pre.grid.GetSpacing()), centre=hot, title=title
+            pre.array, heat, view, spacing=tuple(pre.grid.GetSpacing()), centre=centre, title=title
         )
         files[f"png_{view}"] = str(atomic_write(out / f"{stem}_gradcam_{view}.png", png))
     result = Explanation(
-        subject=stem,
+        subject=pet.subject or stem,
         folds=folds,
         probability=cam.probability,
         fold_probabilities=[float(p) for p in cam.probabilities],
         attention_in_brain=attention_inside(heat, pre.mask),
         hottest_voxel_grid=hot,
         hottest_point_mm=hot_mm,
+        slice_voxel_grid=centre,
         files=files,
     )
     report = out / f"{stem}_explanation.json"

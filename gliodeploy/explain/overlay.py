@@ -58,8 +58,8 @@ def overlay_png(
     heat = np.ma.masked_less(_slice(cam, view, centre), 0.05)  # keep the PET readable where CAM ~ 0
     im = ax.imshow(heat, cmap="jet", vmin=0, vmax=1, alpha=alpha, aspect=aspect, interpolation="bilinear")
     ax.set_axis_off()
-    ax.set_title(f"{title} {view} (voxel {centre})".strip(), fontsize=8)
-    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="Grad-CAM")
+    ax.set_title(f"{title}\n{view}, voxel {centre}".strip(), fontsize=8)
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, shrink=0.8, label="Grad-CAM")
     FigureCanvasAgg(fig)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
