@@ -1,0 +1,223 @@
+"""``gliodeploy export``: training run -> new version of the Triton model repository.
+
+Everything of a new version is built in a staging folder inside the repository (same file
+system) and renamed into place at the end, configurations last: an interrupted export leaves the
+repository exactly as it was (at worst a hidden ``.staging-*`` folder, removed on the way out).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import tempfile
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gliodeploy import contract
+from gliodeploy.errors import ModelError
+from gliodeploy.export.modelcard import package_versions, write_card
+from gliodeploy.export.profiles import ExportProfile
+from gliodeploy.export.repository import EnsembleSpec, next_version, publish_versions, write_configs
+from gliodeploy.preprocessing import PreprocessConfig
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """What an export produced."""
+
+    repository: Path
+    version: int
+    parity_max_abs_diff: float
+    files: list[Path]
+
+
+def synthetic_parity_inputs(cfg: PreprocessConfig, *, n: int = 2, seed: int = 1234) -> np.ndarray:
+    """``n`` synthetic FDOPA scans run through the real loader and preprocess(): ``[n, 1, X, Y, Z]``.
+
+    The brain-cut guard is relaxed: these volumes only exercise the exported graph, and a synthetic
+    head cut by a coarse test grid is still a realistic input for that.
+    """
+    import dataclasses
+
+    from gliodeploy.io import load_pet
+    from gliodeploy.preprocessing import preprocess
+    from gliodeploy.synth import generate_cohort
+
+    with tempfile.TemporaryDirectory(prefix="gliodeploy-parity-") as tmp:
+        # The generator needs >= 4 subjects (both classes per site); only the first n are used.
+        manifest = generate_cohort(
+            tmp, n=max(n, 4), seed=seed, size="tiny", test_fraction=0.0, progress=False
+        )
+
+        with open(manifest, newline="", encoding="utf-8") as fh:
+            rows = list(csv.DictReader(fh))
+        loose = dataclasses.replace(cfg, max_brain_cut=1.0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # the relaxed brain-cut notice
+            arrays = [preprocess(load_pet(Path(tmp) / r["image"]).image, loose).array for r in rows[:n]]
+    return np.stack(arrays)[:, np.newaxis].astype(np.float32)
+
+
+def _tensor_specs(spec: EnsembleSpec) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    inputs = [{"name": contract.INPUT_SUV, "datatype": "FP32", "shape": [-1, 1, *spec.grid_shape]}]
+    outputs = [
+        {"name": contract.OUTPUT_PROBABILITY, "datatype": "FP32", "shape": [-1, 1]},
+        {"name": contract.OUTPUT_FOLD_PROBABILITIES, "datatype": "FP32", "shape": [-1, spec.num_folds]},
+        {"name": contract.OUTPUT_LOGIT, "datatype": "FP32", "shape": [-1, 1]},
+    ]
+    return inputs, outputs
+
+
+def _read_metrics(run_dir: Path) -> dict[str, Any] | None:
+    path = run_dir / "evaluation" / "metrics.json"
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ModelError(f"corrupt {path}: {exc}") from exc
+
+
+def export_models(
+    fold_models: Sequence[Any],
+    plans: dict[str, Any],
+    out: str | os.PathLike[str],
+    *,
+    profile: ExportProfile | None = None,
+    parity_inputs: np.ndarray | None = None,
+    run_dir: str | os.PathLike[str] | None = None,
+) -> ExportResult:
+    """Export trained fold models (with their run's ``plans``) as the next version of ``out``."""
+    from gliodeploy.export.ensemble import EnsembleModule
+    from gliodeploy.export.onnx_export import export_onnx, export_torchscript
+    from gliodeploy.serving.triton_models import GEOMETRY_MODEL, ONNX_RUNTIME_MODEL
+
+    profile = profile or ExportProfile()
+    repo = Path(out)
+    try:
+        cfg = PreprocessConfig.from_dict(plans["preprocessing"])
+    except KeyError:
+        raise ModelError("plans have no 'preprocessing' section") from None
+    ensemble = EnsembleModule(list(fold_models))
+    spec = EnsembleSpec(grid_shape=tuple(cfg.shape), num_folds=ensemble.num_folds, format=profile.format)
+    if parity_inputs is None:
+        parity_inputs = synthetic_parity_inputs(cfg)
+    repo.mkdir(parents=True, exist_ok=True)
+    version = next_version(repo)
+    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=repo))
+    try:
+        staged = {m: staging / m for m in (contract.ENSEMBLE_MODEL, contract.GEOMETRY_MODEL)}
+        staged[contract.NATIVE_PIPELINE_MODEL] = staging / contract.NATIVE_PIPELINE_MODEL
+        for folder in staged.values():
+            folder.mkdir()
+        ens_dir = staged[contract.ENSEMBLE_MODEL]
+        if profile.format == "onnx":
+            report = export_onnx(
+                ensemble,
+                ens_dir / spec.model_filename,
+                input_shape=spec.grid_shape,
+                parity_inputs=parity_inputs,
+                fp16=profile.fp16,
+            )
+            shutil.copyfile(ONNX_RUNTIME_MODEL, ens_dir / "model.py")
+        else:
+            report = export_torchscript(
+                ensemble,
+                ens_dir / spec.model_filename,
+                input_shape=spec.grid_shape,
+                parity_inputs=parity_inputs,
+            )
+        inputs, outputs = _tensor_specs(spec)
+        common = {
+            "version": version,
+            "exported_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "run": str(Path(run_dir).resolve()) if run_dir else None,
+            "architecture": plans.get("model"),
+            "folds": spec.num_folds,
+            "training": plans.get("training"),
+            "experiment": plans.get("experiment"),
+            "preprocessing": cfg.to_dict(),
+            "label_names": list(plans.get("label_names") or contract.LABEL_NAMES),
+            "positive_label": plans.get("positive_label", 1),
+            "threshold": float(plans.get("threshold", 0.5)),
+            "metrics": _read_metrics(Path(run_dir)) if run_dir else None,
+            "packages": package_versions(),
+            "profile": profile.to_dict(),
+        }
+        write_card(
+            ens_dir,
+            {
+                "model": contract.ENSEMBLE_MODEL,
+                "description": "Fold ensemble: in-graph normalisation, K fold CNNs, mean probability.",
+                **common,
+                "format": profile.format,
+                "fp16": profile.fp16,
+                "parity": report.to_dict(),
+                "inputs": inputs,
+                "outputs": outputs,
+            },
+        )
+        geo_dir = staged[contract.GEOMETRY_MODEL]
+        shutil.copyfile(GEOMETRY_MODEL, geo_dir / "model.py")
+        (geo_dir / "preprocessing.json").write_text(
+            json.dumps(cfg.to_dict(), indent=2) + "\n", encoding="utf-8"
+        )
+        native_inputs = [
+            {"name": contract.INPUT_NATIVE_VOLUME, "datatype": "FP32", "shape": [-1, -1, -1]},
+            {"name": contract.INPUT_SPACING, "datatype": "FP64", "shape": [3]},
+            {"name": contract.INPUT_ORIGIN, "datatype": "FP64", "shape": [3]},
+            {"name": contract.INPUT_DIRECTION, "datatype": "FP64", "shape": [9]},
+        ]
+        write_card(
+            geo_dir,
+            {
+                "model": contract.GEOMETRY_MODEL,
+                "description": "Native-grid SUV volume -> model grid (gliodeploy.preprocessing.preprocess).",
+                **common,
+                "inputs": native_inputs,
+                "outputs": [
+                    {"name": contract.INPUT_SUV, "datatype": "FP32", "shape": [1, 1, *spec.grid_shape]}
+                ],
+            },
+        )
+        write_card(
+            staged[contract.NATIVE_PIPELINE_MODEL],
+            {
+                "model": contract.NATIVE_PIPELINE_MODEL,
+                "description": "Triton ensemble: gliodeploy_geometry -> gliodeploy_ensemble (same version).",
+                **common,
+                "inputs": native_inputs,
+                "outputs": [{**o, "shape": [1, *o["shape"][1:]]} for o in outputs],
+            },
+        )
+        files = publish_versions(staged, repo, version)
+        files += write_configs(repo, spec, profile)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return ExportResult(
+        repository=repo, version=version, parity_max_abs_diff=report.max_abs_diff, files=files
+    )
+
+
+def export_run(
+    run_dir: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    profile: ExportProfile | None = None,
+    parity_inputs: np.ndarray | None = None,
+) -> ExportResult:
+    """Export a finished training run (``gliodeploy train`` output) to the Triton repository ``out``."""
+    from gliodeploy.training.rundir import RunDir
+
+    run = RunDir(run_dir)
+    plans = run.plans()
+    models = run.load_fold_models()
+    return export_models(models, plans, out, profile=profile, parity_inputs=parity_inputs, run_dir=run_dir)

@@ -1,0 +1,7 @@
+"""Start and stop the Triton Inference Server bundled with nvidia-pytriton (``gliodeploy serve``)."""
+
+from __future__ import annotations
+
+from gliodeploy.serving.server import TritonServer, find_tritonserver
+
+__all__ = ["TritonServer", "find_tritonserver"]
