@@ -1,0 +1,68 @@
+"""``gliodeploy export`` and ``gliodeploy verify``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from gliodeploy.errors import ConfigError
+
+
+def export(
+    run_dir: Path = typer.Argument(..., help="Finished training run (output of `gliodeploy train`)."),
+    out: Path = typer.Option(
+        Path("model_repository"),
+        "--out",
+        "-o",
+        help="Triton model repository (created; a new version is added).",
+    ),
+    profile: Path | None = typer.Option(
+        None,
+        "--profile",
+        help="Deployment profile TOML (export/gpu.toml, export/cpu.toml, export/local.toml).",
+    ),
+    fmt: str | None = typer.Option(
+        None, "--format", help="onnx (default) or torchscript (deprecated upstream); overrides the profile."
+    ),
+) -> None:
+    """Export the fold ensemble of RUN_DIR as the next version of a Triton model repository.
+
+    Writes gliodeploy_ensemble (ONNX graph + GPU/CPU/local configurations), gliodeploy_geometry
+    (server-side preprocessing) and gliodeploy_native (geometry -> ensemble), each version with a
+    model card and SHA256SUMS. The exported graph is checked against PyTorch on synthetic scans;
+    the export fails if they differ. Existing versions are never modified.
+    """
+    import dataclasses
+
+    from rich.console import Console
+
+    from gliodeploy.export.pipeline import export_run
+    from gliodeploy.export.profiles import FORMATS, ExportProfile
+
+    prof = ExportProfile.from_toml(profile) if profile else ExportProfile()
+    if fmt is not None:
+        if fmt not in FORMATS:
+            raise ConfigError(f"--format must be one of {FORMATS}, got {fmt!r}")
+        prof = dataclasses.replace(prof, format=fmt)
+    console = Console(stderr=True)
+    with console.status(f"exporting {run_dir} ({prof.format}, profile {prof.name}) and checking parity..."):
+        result = export_run(run_dir, out, profile=prof)
+    typer.echo(
+        f"exported version {result.version} to {result.repository} "
+        f"(parity max abs diff {result.parity_max_abs_diff:.2g})"
+    )
+
+
+def verify(
+    repository: Path = typer.Argument(..., help="Triton model repository written by `gliodeploy export`."),
+) -> None:
+    """Check every configuration parses and every file matches its version's SHA256SUMS.
+
+    Exits non-zero naming the first missing, extra or modified file.
+    """
+    from gliodeploy.export.modelcard import verify_repository
+
+    found = verify_repository(repository)
+    for model, versions in found.items():
+        typer.echo(f"{model}: versions {', '.join(map(str, versions))} OK")
