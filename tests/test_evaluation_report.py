@@ -166,6 +166,11 @@ def test_html_numbers_equal_metrics_json(report: tuple[Path, dict, _Collector]) 
     assert len(run["test"]["folds"]["per_fold"]) == N_FOLDS
     assert set(metrics["baseline"]["test"]["thresholds"]) == {"1.6", "2", "youden"}
     assert "test_auc_vs_baseline" in run and 0 < run["test_auc_vs_baseline"]["p_value"] <= 1
+    (pair,) = metrics["test_auc_pairwise"]
+    assert (pair["a"], pair["b"], pair["n"]) == ("cnn3d_demo", "resnet10_demo", N_TEST)
+    other = metrics["runs"][1]["test"]["thresholds"]["0.5"]["metrics"]["roc_auc"]["value"]
+    assert pair["delta"]["value"] == pytest.approx(pair["auc_a"] - pair["auc_b"])
+    assert pair["auc_b"] == pytest.approx(other)
 
 
 def test_suspects_and_youden_come_from_the_run(report: tuple[Path, dict, _Collector]) -> None:

@@ -129,7 +129,7 @@ def patient_loss_figure(fold_logs: Sequence[FoldLog], suspects: set[str]) -> byt
                 zorder=3 if flagged else 1,
             )
             if flagged:
-                ax.annotate(subject, (len(losses), losses[-1]), fontsize=7, color="#d62728")
+                ax.annotate(subject, (len(losses) - 1, losses[-1]), fontsize=7, color="#d62728")
     ax.set(xlabel="epoch", ylabel="validation loss", title="Per-patient validation loss (red: suspect label)")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     if not ax.lines:

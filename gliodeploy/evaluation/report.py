@@ -80,6 +80,12 @@ def compute_metrics(inputs: ReportInputs, boot: BootstrapSettings) -> dict[str, 
             test = inputs.test.get(run.name)
             if test is not None and inputs.baseline_test is not None:
                 entry["test_auc_vs_baseline"] = compare_auc(test, inputs.baseline_test, boot)
+    pairwise = []  # every pair of runs on the shared test patients (paired bootstrap AUC test)
+    for i, a in enumerate(inputs.runs):
+        for b in inputs.runs[i + 1 :]:
+            ta, tb = inputs.test.get(a.name), inputs.test.get(b.name)
+            if ta is not None and tb is not None:
+                pairwise.append({"a": a.name, "b": b.name, **compare_auc(ta, tb, boot)})
     return {
         "gliodeploy_version": __version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -87,6 +93,7 @@ def compute_metrics(inputs: ReportInputs, boot: BootstrapSettings) -> dict[str, 
         "bootstrap": boot.to_dict(),
         "runs": runs,
         "baseline": baseline,
+        "test_auc_pairwise": pairwise,
         "baseline_parameters": inputs.baseline_params,
         "table": comparison_table(runs, baseline),
     }
@@ -179,7 +186,12 @@ def render(metrics: dict[str, Any], inputs: ReportInputs, *, curve_resamples: in
     md += [f"- {r['name']}: Youden threshold {r['youden_threshold']:.3f} (OOF)" for r in runs] + [""]
 
     body["validation-metrics"] = _table_html(table, "validation")
-    body["test-metrics"] = _table_html(table, "test")
+    body["test-metrics"] = _table_html(table, "test") + "".join(
+        f"<p data-pair='{html.escape(c['a'])}|{html.escape(c['b'])}'>{html.escape(c['a'])} vs "
+        f"{html.escape(c['b'])}: test AUC difference {Estimate(**c['delta']).format(3)}, paired bootstrap "
+        f"p = {c['p_value']:.3f} (n = {c['n']}).</p>"
+        for c in metrics["test_auc_pairwise"]
+    )
     md += ["## Validation (out-of-fold)", "", _table_md(table, "validation"), "## External test", ""]
     md += [_table_md(table, "test")]
 
