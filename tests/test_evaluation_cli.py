@@ -14,7 +14,6 @@ from gliodeploy.cli_utils import run_app
 
 torch = pytest.importorskip("torch")
 N_FOLDS = 2
-SPEC = {"name": "cnn3d", "width": 0.0625, "kwargs": {"fc_width": 16}}
 
 
 def _cli(args: list[str]) -> int:
@@ -23,46 +22,49 @@ def _cli(args: list[str]) -> int:
     return int(exc.value.code or 0)
 
 
+TOML = """
+name = "tiny_cnn"
+[model]
+name = "cnn3d"
+width = 0.0625
+[preprocessing]
+preset = "tiny"
+max_brain_cut = 0.2
+[training]
+folds = 2
+epochs = 2
+batch_size = 4
+lr = 1e-3
+augmentation = false
+max_steps_per_epoch = 1
+suspect_window = 1
+"""
+
+
 @pytest.fixture(scope="module")
 def cohort_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """A synthetic cohort with a test split and a finished run (untrained tiny fold models, seeded OOF)."""
-    from safetensors.torch import save_file
-
-    from gliodeploy.models import build_model
-    from gliodeploy.preprocessing import PreprocessConfig
+    """A synthetic cohort with a test split and a run trained by `gliodeploy train` (2 folds x 2 epochs)."""
     from gliodeploy.synth import generate_cohort
 
     root = tmp_path_factory.mktemp("evaluate")
-    manifest = generate_cohort(root / "cohort", n=10, seed=3, size="small", test_fraction=0.4, progress=False)
-    with open(manifest, newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    train = [r for r in rows if r["split"] == "train"]
-    assert {r["label"] for r in train} == {"0", "1"}
-    assert {r["label"] for r in rows if r["split"] == "test"} == {"0", "1"}
-
-    cfg = PreprocessConfig.tiny(max_brain_cut=0.2)
+    # n=18, seed=2: every label x scanner stratum of the training site holds >= 2 subjects (2 folds)
+    # and the external test split holds both classes
+    manifest = generate_cohort(
+        root / "cohort", n=18, seed=2, size="small", test_fraction=0.35, progress=False
+    )
+    (root / "tiny.toml").write_text(TOML)
     run = root / "run"
-    run.mkdir()
-    plans = {"experiment": "tiny_cnn", "preprocessing": cfg.to_dict(), "model": SPEC, "folds": N_FOLDS}
-    (run / "plans.json").write_text(json.dumps({**plans, "manifest": str(manifest)}))
-    for k in range(N_FOLDS):
-        torch.manual_seed(k)
-        model = build_model("cnn3d", preprocessing=cfg, width=SPEC["width"], **SPEC["kwargs"])
-        (run / f"fold_{k}").mkdir()
-        save_file(
-            {n: t.contiguous() for n, t in model.state_dict().items()},
-            str(run / f"fold_{k}/model_best.safetensors"),
-        )
-        (run / f"fold_{k}/done.json").write_text("{}")
-        log = [{"epoch": e, "train_loss": 0.7 - 0.01 * e, "val_loss": 0.69 - 0.005 * e} for e in range(3)]
-        (run / f"fold_{k}/log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in log))
-    rng = np.random.default_rng(0)
-    with open(run / "oof_predictions.csv", "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["subject", "fold", "probability", "label", "scanner", "site"])
-        for i, r in enumerate(train):
-            p = float(np.clip(0.35 + 0.3 * int(r["label"]) + rng.normal(0, 0.15), 0.01, 0.99))
-            w.writerow([r["subject"], i % N_FOLDS, p, r["label"], r["scanner"], r["site"]])
+    args = [
+        "train",
+        str(root / "tiny.toml"),
+        "--manifest",
+        str(manifest),
+        "--out",
+        str(run),
+        "--device",
+        "cpu",
+    ]
+    assert _cli([*args, "--quiet"]) == 0
     return run, manifest
 
 
@@ -108,6 +110,13 @@ def test_evaluate_writes_report_with_ensemble_and_baseline(cohort_run: tuple[Pat
     assert len(metrics["baseline_parameters"]) == len(read_manifest(manifest, require_train=False).rows)
     assert metrics["baseline"]["test"]["n"] == len(test_rows)
     assert {r["model"] for r in metrics["table"]} == {"tiny_cnn", "tbr_max baseline"}
+    # validation = the run's own out-of-fold predictions, suspects = the run's suspect list
+    with open(run / "oof_predictions.csv", newline="") as fh:
+        oof = list(csv.DictReader(fh))
+    oof_auc = roc_auc_score([int(r["label"]) for r in oof], [float(r["probability"]) for r in oof])
+    assert entry["validation"]["thresholds"]["0.5"]["metrics"]["roc_auc"]["value"] == pytest.approx(oof_auc)
+    with open(run / "suspect_labels.csv", newline="") as fh:
+        assert entry["suspect_labels"] == sorted(r["subject"] for r in csv.DictReader(fh))
 
 
 def test_missing_run_dir_is_a_clear_error(tmp_path: Path, capsys) -> None:
