@@ -198,7 +198,7 @@ def write_configs(repo: Path, spec: EnsembleSpec, profile: ExportProfile) -> lis
     written = []
     for model, build in builders.items():
         for target, path in config_paths(repo / model).items():
-            if target == "local" or spec.format == "onnx" or model != contract.ENSEMBLE_MODEL:
+            if target != "local" or spec.format == "onnx" or model != contract.ENSEMBLE_MODEL:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 written.append(atomic_write(path, config_text(build(target))))
             else:  # TorchScript has no python-backend runner: no stale local config either

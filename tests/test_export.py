@@ -1,0 +1,203 @@
+"""Export: ONNX/TorchScript parity, versioned repository, model card, checksums, configs, atomicity."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from gliodeploy import contract
+from gliodeploy.errors import ConfigError, InputError, ModelError
+from gliodeploy.export.ensemble import EnsembleModule
+from gliodeploy.export.modelcard import CHECKSUMS, verify_repository
+from gliodeploy.export.onnx_export import export_onnx, export_torchscript, torch_outputs
+from gliodeploy.export.pipeline import export_run
+from gliodeploy.export.profiles import ExportProfile
+from gliodeploy.export.repository import (
+    EnsembleSpec,
+    config_paths,
+    ensemble_config,
+    parse_config,
+    validate_configs,
+)
+from gliodeploy.training.rundir import RunDir
+
+SHAPE = (32, 32, 21)
+
+
+@pytest.fixture(scope="module")
+def ensemble(tiny_run) -> EnsembleModule:
+    return EnsembleModule(RunDir(tiny_run).load_fold_models())
+
+
+@pytest.fixture(scope="module")
+def scans() -> np.ndarray:
+    rng = np.random.default_rng(7)
+    return (rng.gamma(2.0, 1.0, size=(3, 1, *SHAPE)) * (rng.random((3, 1, *SHAPE)) > 0.3)).astype(np.float32)
+
+
+def test_ensemble_outputs_are_mean_of_fold_sigmoids(ensemble, scans):
+    out = torch_outputs(ensemble, scans)
+    x = torch.from_numpy(scans)
+    with torch.no_grad():
+        folds = np.concatenate([torch.sigmoid(m(x)).numpy() for m in ensemble.folds], axis=1)
+    np.testing.assert_allclose(out["fold_probabilities"], folds, atol=1e-6)
+    np.testing.assert_allclose(out["probability"], folds.mean(1, keepdims=True), atol=1e-6)
+    np.testing.assert_allclose(1 / (1 + np.exp(-out["logit"])), out["probability"], atol=1e-5)
+
+
+def test_onnx_parity_and_fp16(ensemble, scans, tmp_path):
+    report = export_onnx(ensemble, tmp_path / "m.onnx", input_shape=SHAPE, parity_inputs=scans)
+    assert report.max_abs_diff < 1e-5 and report.n_inputs == 3
+    half = export_onnx(ensemble, tmp_path / "h.onnx", input_shape=SHAPE, parity_inputs=scans, fp16=True)
+    assert half.max_abs_diff < 2e-2
+    assert (tmp_path / "h.onnx").stat().st_size < (tmp_path / "m.onnx").stat().st_size * 0.75
+
+
+def test_onnx_external_data_and_torchscript(ensemble, scans, tmp_path):
+    export_onnx(ensemble, tmp_path / "e.onnx", input_shape=SHAPE, parity_inputs=scans, external_data=True)
+    assert (tmp_path / "e.onnx.data").stat().st_size > (tmp_path / "e.onnx").stat().st_size
+    ts = export_torchscript(ensemble, tmp_path / "m.pt", input_shape=SHAPE, parity_inputs=scans)
+    assert ts.max_abs_diff < 1e-5 and (tmp_path / "m.pt").is_file()
+
+
+def test_parity_failure_is_loud_and_leaves_no_file(ensemble, scans, tmp_path):
+    with pytest.raises(ModelError, match="does not match PyTorch"):
+        export_onnx(
+            ensemble, tmp_path / "m.onnx", input_shape=SHAPE, parity_inputs=scans, tolerance=0.0, fp16=True
+        )
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(InputError, match="shape"):
+        export_onnx(ensemble, tmp_path / "m.onnx", input_shape=SHAPE, parity_inputs=scans[:, :, :8])
+
+
+def test_repository_layout_card_and_configs(tiny_repository, tiny_run):
+    found = verify_repository(tiny_repository)
+    assert found == {
+        m: [1] for m in (contract.ENSEMBLE_MODEL, contract.GEOMETRY_MODEL, contract.NATIVE_PIPELINE_MODEL)
+    }
+    version = tiny_repository / contract.ENSEMBLE_MODEL / "1"
+    assert {p.name for p in version.iterdir()} >= {
+        "model.onnx",
+        "model.py",
+        "metadata.json",
+        "README.md",
+        CHECKSUMS,
+    }
+    card = json.loads((version / "metadata.json").read_text())
+    assert card["folds"] == 2 and card["threshold"] == 0.5 and card["architecture"]["name"] == "cnn3d"
+    assert card["preprocessing"] == RunDir(tiny_run).plans()["preprocessing"]
+    assert card["parity"]["max_abs_diff"] < 1e-4 and card["packages"]["onnxruntime"]
+    assert [o["name"] for o in card["outputs"]] == ["probability", "fold_probabilities", "logit"]
+    configs = validate_configs(tiny_repository)
+    assert len(configs) == 9
+    gpu = parse_config(tiny_repository / contract.ENSEMBLE_MODEL / "config.pbtxt")
+    assert gpu.backend == "onnxruntime" and gpu.instance_group[0].kind == gpu.instance_group[0].KIND_GPU
+    assert list(gpu.input[0].dims) == [1, *SHAPE] and list(gpu.output[1].dims) == [2]
+    local = parse_config(tiny_repository / contract.ENSEMBLE_MODEL / "configs" / "local.pbtxt")
+    assert local.backend == "python" and local.dynamic_batching.max_queue_delay_microseconds > 0
+    native = parse_config(tiny_repository / contract.NATIVE_PIPELINE_MODEL / "config.pbtxt")
+    assert [s.model_name for s in native.ensemble_scheduling.step] == [
+        contract.GEOMETRY_MODEL,
+        contract.ENSEMBLE_MODEL,
+    ]
+
+
+def test_gpu_profile_sets_tensorrt_fp16():
+    profile = ExportProfile.from_toml("export/gpu.toml")
+    cfg = ensemble_config(EnsembleSpec(SHAPE, 10, "onnx"), profile, "gpu")
+    trt = cfg.optimization.execution_accelerators.gpu_execution_accelerator[0]
+    assert trt.name == "tensorrt" and trt.parameters["precision_mode"] == "FP16"
+    assert list(cfg.dynamic_batching.preferred_batch_size) == [4, 8, 16] and cfg.max_batch_size == 16
+
+
+def test_profile_errors(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("max_batch_size = 2\npreferred_batch_sizes = [4]\n")
+    with pytest.raises(ConfigError, match="preferred_batch_sizes"):
+        ExportProfile.from_toml(bad)
+    bad.write_text("max_batchsize = 2\n")
+    with pytest.raises(ConfigError, match="unknown export profile key"):
+        ExportProfile.from_toml(bad)
+    with pytest.raises(ConfigError, match="not found"):
+        ExportProfile.from_toml(tmp_path / "missing.toml")
+
+
+def test_second_export_adds_version_and_keeps_first(tiny_run, tiny_repository, tmp_path):
+    repo = tmp_path / "repo"
+    shutil.copytree(tiny_repository, repo)
+    v1 = repo / contract.ENSEMBLE_MODEL / "1"
+    before = {p.relative_to(v1): p.read_bytes() for p in v1.rglob("*") if p.is_file()}
+    result = export_run(tiny_run, repo)
+    assert result.version == 2
+    assert {p.relative_to(v1): p.read_bytes() for p in v1.rglob("*") if p.is_file()} == before
+    assert verify_repository(repo)[contract.GEOMETRY_MODEL] == [1, 2]
+
+
+def test_tampered_and_corrupt_files_are_named(tiny_repository, tmp_path):
+    repo = tmp_path / "repo"
+    shutil.copytree(tiny_repository, repo)
+    onnx_file = repo / contract.ENSEMBLE_MODEL / "1" / "model.onnx"
+    data = bytearray(onnx_file.read_bytes())
+    data[-1] ^= 0xFF
+    onnx_file.write_bytes(bytes(data))
+    with pytest.raises(ModelError, match="model.onnx was modified"):
+        verify_repository(repo)
+    shutil.rmtree(repo)
+    shutil.copytree(tiny_repository, repo)
+    (repo / contract.GEOMETRY_MODEL / "1" / "extra.bin").write_bytes(b"x")
+    with pytest.raises(ModelError, match="extra.bin"):
+        verify_repository(repo)
+    (repo / contract.GEOMETRY_MODEL / "1" / "extra.bin").unlink()
+    cfg = config_paths(repo / contract.NATIVE_PIPELINE_MODEL)["local"]
+    cfg.write_text(cfg.read_text() + "\nnot_a_field: 3\n")
+    with pytest.raises(ModelError, match="local.pbtxt"):
+        verify_repository(repo)
+
+
+def test_interrupted_export_leaves_no_version(tiny_run, tiny_repository, tmp_path, monkeypatch):
+    repo = tmp_path / "repo"
+    shutil.copytree(tiny_repository, repo)
+    snapshot = sorted(p.relative_to(repo) for p in repo.rglob("*"))
+
+    def boom(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("gliodeploy.export.pipeline.write_card", boom)
+    with pytest.raises(KeyboardInterrupt):
+        export_run(tiny_run, repo)
+    assert sorted(p.relative_to(repo) for p in repo.rglob("*")) == snapshot
+    verify_repository(repo)
+
+
+def _exit_code(argv: list[str], capsys) -> tuple[int, str]:
+    from gliodeploy.cli import app
+    from gliodeploy.cli_utils import run_app
+
+    with pytest.raises(SystemExit) as exc:
+        run_app(app, argv)
+    return int(exc.value.code or 0), capsys.readouterr().err
+
+
+def test_export_cli_and_verify_exit_codes(tiny_run, tmp_path, capsys):
+    from typer.testing import CliRunner
+
+    from gliodeploy.cli import app
+
+    runner = CliRunner()
+    repo = tmp_path / "repo"
+    res = runner.invoke(app, ["export", str(tiny_run), "--out", str(repo), "--format", "torchscript"])
+    assert res.exit_code == 0, res.output
+    assert (repo / contract.ENSEMBLE_MODEL / "1" / "model.pt").is_file()
+    assert not config_paths(repo / contract.ENSEMBLE_MODEL)["local"].exists()
+    assert parse_config(repo / contract.ENSEMBLE_MODEL / "config.pbtxt").backend == "pytorch"
+    ok = runner.invoke(app, ["verify", str(repo)])
+    assert ok.exit_code == 0 and "OK" in ok.output
+    (repo / contract.GEOMETRY_MODEL / "1" / "preprocessing.json").write_text("{}")
+    code, err = _exit_code(["verify", str(repo)], capsys)
+    assert code == ModelError.exit_code and "preprocessing.json" in err
+    code, err = _exit_code(["export", str(tmp_path / "nope"), "--out", str(repo)], capsys)
+    assert code == ModelError.exit_code and "plans.json" in err
