@@ -78,7 +78,6 @@ def main() -> None:
         sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
         results["onnxruntime"] = _time(lambda: sess.run(None, {contract.INPUT_SUV: x}), args.repeats)
         print("onnxruntime", results["onnxruntime"], flush=True)
-        del sess
         with TritonServer(Path(tmp) / "repo", startup_timeout=300) as server:
             client = httpclient.InferenceServerClient(server.http_url, network_timeout=600)
             inp = httpclient.InferInput(contract.INPUT_SUV, list(x.shape), "FP32")
