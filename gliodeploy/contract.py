@@ -30,3 +30,7 @@ INPUT_NATIVE_VOLUME = "native_suv"  # FP32 [Z, Y, X] as SimpleITK's GetArrayFrom
 INPUT_SPACING = "spacing"  # FP64 [3] (x, y, z) mm
 INPUT_ORIGIN = "origin"  # FP64 [3] mm
 INPUT_DIRECTION = "direction"  # FP64 [9] row-major direction cosines
+
+#: Config parameters of ENSEMBLE_MODEL that clients read to preprocess exactly as in training.
+PARAM_PREPROCESSING = "gliodeploy_preprocessing"  # JSON of PreprocessConfig.to_dict()
+PARAM_THRESHOLD = "gliodeploy_threshold"  # decision threshold on P(recurrence), as a string

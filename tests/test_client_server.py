@@ -23,29 +23,20 @@ pytestmark = pytest.mark.server
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _fixture(request: pytest.FixtureRequest, name: str):  # noqa: ANN202
-    try:
-        return request.getfixturevalue(name)
-    except pytest.FixtureLookupError:
-        pytest.skip(f"serving fixture {name!r} is not in tests/conftest.py yet")
-
-
 @pytest.fixture(scope="module")
 def cohort(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """A tiny synthetic cohort: one NIfTI scan and, when the generator writes them, one DICOM series."""
-    try:
-        from gliodeploy.synth import generate_cohort
-    except ImportError:
-        pytest.skip("gliodeploy.synth.generate_cohort is not available yet")
-    manifest = Path(generate_cohort(tmp_path_factory.mktemp("cohort"), n=4, seed=3, size="tiny"))
+    """A tiny synthetic cohort with NIfTI scans and DICOM series (half of the subjects)."""
+    from gliodeploy.synth import generate_cohort
+
+    manifest = Path(
+        generate_cohort(
+            tmp_path_factory.mktemp("cohort"), n=8, seed=3, size="tiny", dicom_fraction=0.5, progress=False
+        )
+    )
     with open(manifest, newline="") as fh:
         rows = list(csv.DictReader(fh))
     images = [(manifest.parent / r["image"]).resolve() for r in rows]
-    out = {"nifti": next(p for p in images if p.is_file())}
-    dicom = [p for p in images if p.is_dir()]
-    if dicom:
-        out["dicom"] = dicom[0]
-    return out
+    return {"nifti": next(p for p in images if p.is_file()), "dicom": next(p for p in images if p.is_dir())}
 
 
 def _reference(run_dir: Path, scan: Path) -> float:
@@ -70,10 +61,8 @@ def _reference(run_dir: Path, scan: Path) -> float:
 def test_predict_matches_pytorch_ensemble(
     request: pytest.FixtureRequest, cohort: dict[str, Path], protocol: str, kind: str
 ) -> None:
-    server = _fixture(request, "triton_server")
-    run_dir = Path(_fixture(request, "tiny_run"))
-    if kind not in cohort:
-        pytest.skip("the synthetic generator wrote no DICOM series")
+    server = request.getfixturevalue("triton_server")
+    run_dir = Path(request.getfixturevalue("tiny_run"))
     url = server.http_url if protocol == "http" else server.grpc_url
     with GliodeployClient(url, protocol=protocol, timeout=60) as client:
         pred = client.predict_file(cohort[kind])
@@ -92,7 +81,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
 def test_cli_json_csv_and_corrupt_file_in_batch(
     request: pytest.FixtureRequest, cohort: dict[str, Path], tmp_path: Path
 ) -> None:
-    server = _fixture(request, "triton_server")
+    server = request.getfixturevalue("triton_server")
     corrupt = tmp_path / "corrupt.nii.gz"
     corrupt.write_bytes(b"not a nifti file")
     scans = [str(cohort["nifti"]), str(corrupt)]
@@ -123,7 +112,7 @@ def test_cli_json_csv_and_corrupt_file_in_batch(
 
 
 def test_health_info_and_wrong_version(request: pytest.FixtureRequest) -> None:
-    server = _fixture(request, "triton_server")
+    server = request.getfixturevalue("triton_server")
     assert _cli("health", "--url", server.http_url).returncode == 0
     info = json.loads(_cli("info", "--url", server.http_url, "--json").stdout)
     assert 0 < info["threshold"] < 1 and info["preprocessing"]["shape"] == info["grid_shape"]
@@ -136,7 +125,7 @@ def test_health_info_and_wrong_version(request: pytest.FixtureRequest) -> None:
 def test_stdlib_kserve_example_matches_client(
     request: pytest.FixtureRequest, cohort: dict[str, Path], tmp_path: Path
 ) -> None:
-    server = _fixture(request, "triton_server")
+    server = request.getfixturevalue("triton_server")
     from gliodeploy.io import load_pet
     from gliodeploy.preprocessing import PreprocessConfig, preprocess
 
@@ -164,7 +153,7 @@ def test_stdlib_kserve_example_matches_client(
 
 
 def test_predict_many_keeps_input_order(request: pytest.FixtureRequest, cohort: dict[str, Path]) -> None:
-    server = _fixture(request, "triton_server")
+    server = request.getfixturevalue("triton_server")
     scans = [cohort["nifti"], Path("/nonexistent/scan.nii.gz"), cohort["nifti"]]
     with GliodeployClient(server.http_url) as client:
         res = client.predict_many(scans, concurrency=3)

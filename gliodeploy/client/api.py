@@ -31,8 +31,8 @@ from gliodeploy.client.validation import check_grid_array, check_native_image
 from gliodeploy.errors import ConfigError, GliodeployError
 
 #: Keys of the Triton model-config ``parameters`` written by ``gliodeploy export``.
-PARAM_PREPROCESSING = "gliodeploy_preprocessing"
-PARAM_THRESHOLD = "gliodeploy_threshold"
+PARAM_PREPROCESSING = contract.PARAM_PREPROCESSING
+PARAM_THRESHOLD = contract.PARAM_THRESHOLD
 
 _OUTPUTS = [contract.OUTPUT_PROBABILITY, contract.OUTPUT_FOLD_PROBABILITIES, contract.OUTPUT_LOGIT]
 _NP_DTYPES = {"FP32": np.float32, "FP16": np.float16, "FP64": np.float64}

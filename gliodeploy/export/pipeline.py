@@ -107,7 +107,13 @@ def export_models(
     except KeyError:
         raise ModelError("plans have no 'preprocessing' section") from None
     ensemble = EnsembleModule(list(fold_models))
-    spec = EnsembleSpec(grid_shape=tuple(cfg.shape), num_folds=ensemble.num_folds, format=profile.format)
+    spec = EnsembleSpec(
+        grid_shape=tuple(cfg.shape),
+        num_folds=ensemble.num_folds,
+        format=profile.format,
+        preprocessing_json=json.dumps(cfg.to_dict(), sort_keys=True),
+        threshold=float(plans.get("threshold", 0.5)),
+    )
     if parity_inputs is None:
         parity_inputs = synthetic_parity_inputs(cfg)
     repo.mkdir(parents=True, exist_ok=True)

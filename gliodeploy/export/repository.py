@@ -43,6 +43,10 @@ class EnsembleSpec:
     grid_shape: tuple[int, int, int]
     num_folds: int
     format: str  # "onnx" | "torchscript"
+    #: PreprocessConfig.to_dict() as JSON and the decision threshold: published as config parameters
+    #: so that any client (gliodeploy-client reads them) preprocesses exactly as in training.
+    preprocessing_json: str = "{}"
+    threshold: float = 0.5
 
     @property
     def model_filename(self) -> str:
@@ -76,6 +80,8 @@ def ensemble_config(spec: EnsembleSpec, profile: ExportProfile, target: str) -> 
             max_queue_delay_microseconds=profile.max_queue_delay_microseconds,
         ),
     )
+    cfg.parameters[contract.PARAM_PREPROCESSING].string_value = spec.preprocessing_json
+    cfg.parameters[contract.PARAM_THRESHOLD].string_value = repr(float(spec.threshold))
     if target == "local":
         if spec.format != "onnx":
             raise ModelError(
