@@ -101,6 +101,7 @@ def read_nifti(path: Path) -> tuple[sitk.Image, dict[str, Any]]:
         image = reader.Execute()
     except RuntimeError as exc:
         raise InputError(f"{path}: cannot read NIfTI pixels: {str(exc).strip().splitlines()[-1]}") from exc
+    _check_complete(path)
     if image.GetDimension() == 4 and image.GetSize()[3] == 1:
         image = image[:, :, :, 0]  # a static volume stored with a singleton time axis
     info: dict[str, Any] = {
@@ -126,6 +127,46 @@ def read_nifti(path: Path) -> tuple[sitk.Image, dict[str, Any]]:
                 _apply_affine(image, sform)
             info["geometry_source"] = "sform"
     return image, info
+
+
+def _check_complete(path: Path) -> None:
+    """Refuse a NIfTI-1 file whose voxel data is shorter than its header says.
+
+    ITK reads a truncated file (an interrupted copy or download) without complaint and fills the
+    missing voxels with 0, which would silently cut the scan. The data size is vox_offset +
+    prod(dim) * bitpix / 8; a ``.gz`` file is streamed through gzip, which also catches a cut or
+    corrupt compressed stream.
+    """
+    import gzip
+    import struct
+    import zlib
+
+    gz = path.name.lower().endswith(".gz")
+    try:
+        if gz:
+            with gzip.open(path, "rb") as fh:
+                header = fh.read(348)
+                size = len(header)
+                while chunk := fh.read(1 << 20):
+                    size += len(chunk)
+        else:
+            header = path.read_bytes()[:348]
+            size = path.stat().st_size
+    except (EOFError, OSError, zlib.error) as exc:
+        raise InputError(f"{path}: the file is truncated or corrupt ({exc})") from exc
+    if len(header) < 348:
+        raise InputError(f"{path}: the file is truncated: {len(header)} bytes, shorter than a NIfTI header")
+    order = "<" if struct.unpack("<i", header[:4])[0] == 348 else ">"
+    dim = struct.unpack(f"{order}8h", header[40:56])
+    bitpix = struct.unpack(f"{order}h", header[72:74])[0]
+    vox_offset = struct.unpack(f"{order}f", header[108:112])[0]
+    n_voxels = int(np.prod([max(d, 1) for d in dim[1 : 1 + max(min(dim[0], 7), 0)]], dtype=np.int64))
+    expected = max(int(vox_offset), 348) + n_voxels * bitpix // 8
+    if size < expected:
+        raise InputError(
+            f"{path}: the file is truncated: {size} of the {expected} bytes its header announces "
+            "(interrupted copy or download?)"
+        )
 
 
 def _is_nifti2(path: Path) -> bool:
