@@ -1,0 +1,154 @@
+"""Run the gliodeploy benchmark suite and write BENCHMARKS.md (``make bench``).
+
+    .venv/bin/python bench/run_benchmarks.py                 # everything (~15-20 min on 2 cores)
+    .venv/bin/python bench/run_benchmarks.py --quick         # few repeats: a smoke run
+    .venv/bin/python bench/run_benchmarks.py --only ensemble --only serving
+
+Each benchmark's result is saved to ``bench/results/<name>.json`` with the machine, the command,
+the date and the load average before/after it; BENCHMARKS.md is then rendered from every saved
+result, so ``--only`` refreshes one section and keeps the others. ``--quick`` results go to
+``bench/results/quick/`` and never overwrite the full run's figures (nor BENCHMARKS.md, unless
+``--markdown`` names a file).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import shlex
+import sys
+import time
+import traceback
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the bench modules import `common`
+
+from common import RESULTS_DIR, ROOT, BenchResult, loadavg, machine_info  # noqa: E402
+
+from gliodeploy.utils.atomic import atomic_write  # noqa: E402
+
+#: Benchmark name -> module in bench/, in the order they run and appear in BENCHMARKS.md.
+BENCHMARKS: dict[str, str] = {
+    "preprocessing": "bench_preprocessing",
+    "models": "bench_models",
+    "ensemble": "bench_ensemble",
+    "serving": "bench_serving",
+    "client": "bench_client",
+}
+
+
+def run_one(name: str, quick: bool, command: str) -> dict:
+    """Run benchmark ``name`` and return its result with machine, command, date and load."""
+    module = importlib.import_module(BENCHMARKS[name])
+    before = loadavg()
+    started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+    t0 = time.perf_counter()
+    result: BenchResult = module.run(quick)
+    doc = result.to_dict()
+    doc.update(
+        {
+            "command": command,
+            "quick": quick,
+            "date": started,
+            "duration_s": round(time.perf_counter() - t0, 1),
+            "loadavg_before": before,
+            "loadavg_after": loadavg(),
+            "machine": machine_info(),
+        }
+    )
+    return doc
+
+
+def _cell(v: object) -> str:
+    return str(v).replace("|", "\\|")
+
+
+def render_section(doc: dict) -> str:
+    """One benchmark's Markdown section: header facts, tables, verdicts."""
+    m = doc["machine"]
+    lines = [f"## {doc['title']}", ""]
+    lines.append(
+        f"*{doc['date']}* · `{doc['command']}`{' (quick)' if doc.get('quick') else ''} · "
+        f"{doc['duration_s']:.0f} s  \n"
+        f"{m['cpu']}, {m['usable_cores']} cores, {m['ram_gib']} GiB RAM · torch {m['torch']} "
+        f"({m['torch_threads']} intra-op threads) · onnxruntime {m['onnxruntime']} "
+        f"({m['ort_intra_op_threads']}) · numpy {m['numpy']}  \n"
+        f"load average (1/5/15 min) before {' / '.join(f'{v:.2f}' for v in doc['loadavg_before'])}, "
+        f"after {' / '.join(f'{v:.2f}' for v in doc['loadavg_after'])}"
+    )
+    lines.append("")
+    for t in doc["tables"]:
+        lines.append(f"**{t['caption']}**")
+        lines.append("")
+        lines.append("| " + " | ".join(t["columns"]) + " |")
+        lines.append("|" + "|".join("---" for _ in t["columns"]) + "|")
+        for row in t["rows"]:
+            lines.append("| " + " | ".join(_cell(c) for c in row) + " |")
+        lines.append("")
+        for note in t["notes"]:
+            lines.append(f"- {note}")
+        if t["notes"]:
+            lines.append("")
+    if doc["verdicts"]:
+        lines.append("**Verdict**")
+        lines.append("")
+        lines += [f"- {v}" for v in doc["verdicts"]]
+        lines.append("")
+    return "\n".join(lines)
+
+
+HEADER = """# Benchmarks
+
+Measured by `make bench` (`.venv/bin/python bench/run_benchmarks.py`); every figure below comes from
+the JSON files in [bench/results/](bench/results/) written by that run — nothing is typed in. Each
+section names the machine, the exact command, the date and the load average before/after: this is a
+shared 2-core machine, and a load above 2 means other processes were competing for the cores, which
+inflates latencies (p99 most). Models carry fixed-seed random weights: latency does not depend on
+the weights. See [bench/README.md](bench/README.md) for what each benchmark does.
+"""
+
+
+def render(results_dir: Path) -> str:
+    """BENCHMARKS.md from every saved result, in suite order."""
+    parts = [HEADER]
+    for name in BENCHMARKS:
+        path = results_dir / f"{name}.json"
+        if path.is_file():
+            parts.append(render_section(json.loads(path.read_text(encoding="utf-8"))))
+        else:
+            rerun = f".venv/bin/python bench/run_benchmarks.py --only {name}"
+            parts.append(f"## {name}\n\nNot run yet: `{rerun}`\n")
+    return "\n".join(parts)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point; returns the number of benchmarks that failed."""
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="few repeats and small settings (smoke run)")
+    ap.add_argument("--only", action="append", choices=list(BENCHMARKS), help="run only this benchmark")
+    ap.add_argument("--markdown", type=Path, help="write the report here (default: BENCHMARKS.md, full runs)")
+    args = ap.parse_args(argv)
+    command = " ".join([".venv/bin/python bench/run_benchmarks.py", *map(shlex.quote, sys.argv[1:])])
+    results_dir = RESULTS_DIR / "quick" if args.quick else RESULTS_DIR
+    results_dir.mkdir(parents=True, exist_ok=True)
+    failed = 0
+    for name in args.only or list(BENCHMARKS):
+        print(f"== {name} (load {loadavg()})", flush=True)
+        try:
+            doc = run_one(name, args.quick, command)
+        except Exception:  # one broken benchmark must not cost the others' figures
+            traceback.print_exc()
+            failed += 1
+            continue
+        atomic_write(results_dir / f"{name}.json", json.dumps(doc, indent=2) + "\n")
+        print(render_section(doc), flush=True)
+    markdown = args.markdown or (None if args.quick else ROOT / "BENCHMARKS.md")
+    if markdown is not None:
+        atomic_write(markdown, render(results_dir))
+        print(f"wrote {markdown}")
+    return failed
+
+
+if __name__ == "__main__":
+    sys.exit(main())
