@@ -1,6 +1,6 @@
 """Latency of the K-fold CNN3D ensemble at batch 1: PyTorch eager vs ONNX Runtime vs Triton (HTTP).
 
-    .venv/bin/python bench/bench_serving.py --folds 10 --repeats 10 --out bench/results/serving.json
+    .venv/bin/python bench/bench_serving.py --folds 10 --repeats 10 --out bench/results/serving_cli.json
 
 Random fixed-seed weights (latency does not depend on training); the study grid 128x128x82 by default.
 Prints p50/p99 in seconds per request and writes them as JSON.
@@ -50,7 +50,7 @@ def main() -> None:
     parser.add_argument("--folds", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--preset", default="study", help="PreprocessConfig preset: study, demo or tiny")
-    parser.add_argument("--out", type=Path, default=Path("bench/results/serving.json"))
+    parser.add_argument("--out", type=Path, default=Path("bench/results/serving_cli.json"))
     args = parser.parse_args()
 
     import onnxruntime as ort
