@@ -172,11 +172,7 @@ def test_resume_refuses_a_malicious_pickle_checkpoint(experiment: tuple[Path, Pa
     )
     assert not marker.exists(), "the checkpoint's pickle payload was executed"
     assert proc.returncode != 0
-    if "Traceback" in proc.stderr:  # the refusal itself is proven above; the message is a known bug
-        pytest.xfail(
-            "BUG (gliodeploy/training/loop.py, training owners): torch.load(weights_only=True) raises "
-            "pickle.UnpicklingError, not caught by the resume code: traceback instead of a ModelError"
-        )
+    assert "Traceback" not in proc.stderr
     assert "error: " in proc.stderr and "checkpoint_last.pt" in proc.stderr
 
 

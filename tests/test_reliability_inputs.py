@@ -184,12 +184,6 @@ def test_export_refuses_broken_run_dirs(tiny_run: Path, tmp_path: Path) -> None:
     assert not repo.exists() or not any(repo.rglob("model.onnx"))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (gliodeploy/training/rundir.py, owned by the training engineers): RunDir.load_fold_models "
-    "lets safetensors' SafetensorError escape, so a truncated model_best.safetensors gives a traceback "
-    "instead of a ModelError naming the file",
-)
 def test_export_refuses_a_truncated_checkpoint(tiny_run: Path, tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     shutil.copytree(tiny_run, run_dir)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import pickle
 import random
 import shutil
 import statistics
@@ -288,7 +289,8 @@ def train_fold(
             optimizer.load_state_dict(ckpt["optimizer"])
             scheduler.load_state_dict(ckpt["scheduler"])
             scaler.load_state_dict(ckpt["scaler"])
-        except (RuntimeError, KeyError, OSError, ValueError) as exc:
+        except (RuntimeError, KeyError, OSError, ValueError, pickle.UnpicklingError) as exc:
+            # weights_only=True refuses arbitrary pickles (UnpicklingError): say so, never run them.
             raise ModelError(
                 f"cannot resume from {ckpt_path}: {exc}; use --force to restart the fold"
             ) from exc

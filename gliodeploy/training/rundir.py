@@ -105,6 +105,7 @@ class RunDir:
 
     def load_fold_models(self, device: str = "cpu") -> list:
         """Best weights of every fold, each in its own model, in eval mode (fold order)."""
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
         n = self.n_folds
@@ -118,7 +119,7 @@ class RunDir:
             model = self.build_model()
             try:
                 model.load_state_dict(load_file(str(self.best_weights(k)), device=device))
-            except (RuntimeError, OSError) as exc:
+            except (RuntimeError, OSError, SafetensorError) as exc:  # corrupt/truncated weights file
                 raise ModelError(f"cannot load {self.best_weights(k)}: {exc}") from exc
             models.append(model.to(device).eval())
         return models
