@@ -136,6 +136,8 @@ def test_sigkill_during_export_leaves_no_version(
     )
     assert proc.returncode == 0 and "exported version 2" in proc.stdout, proc.stderr
     assert all(v == ["1", "2"] for v in _versions(repo).values()), _versions(repo)
+    # The killed export's staging folder is gone: a model server only ever sees finished models.
+    assert not list(repo.glob(".staging-*"))
     assert subprocess.run(verify, capture_output=True, text=True, timeout=120).returncode == 0
 
 

@@ -2,7 +2,8 @@
 
 Everything of a new version is built in a staging folder inside the repository (same file
 system) and renamed into place at the end, configurations last: an interrupted export leaves the
-repository exactly as it was (at worst a hidden ``.staging-*`` folder, removed on the way out).
+repository exactly as it was. A SIGKILL leaves a hidden ``.staging-<pid>-*`` folder; the next export
+removes those whose process is gone, so a model server never sees them.
 """
 
 from __future__ import annotations
@@ -37,6 +38,28 @@ class ExportResult:
     version: int
     parity_max_abs_diff: float
     files: list[Path]
+
+
+def remove_stale_staging(repo: Path) -> list[Path]:
+    """Delete ``.staging-<pid>-*`` folders left by killed exports (their process no longer exists)."""
+    removed = []
+    for folder in repo.glob(".staging-*"):
+        pid = folder.name.split("-")[1]
+        if pid.isdigit() and _process_alive(int(pid)):
+            continue  # another export is writing it right now
+        shutil.rmtree(folder, ignore_errors=True)
+        removed.append(folder)
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
 
 
 def synthetic_parity_inputs(cfg: PreprocessConfig, *, n: int = 2, seed: int = 1234) -> np.ndarray:
@@ -117,8 +140,9 @@ def export_models(
     if parity_inputs is None:
         parity_inputs = synthetic_parity_inputs(cfg)
     repo.mkdir(parents=True, exist_ok=True)
+    remove_stale_staging(repo)
     version = next_version(repo)
-    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=repo))
+    staging = Path(tempfile.mkdtemp(prefix=f".staging-{os.getpid()}-", dir=repo))
     try:
         staged = {m: staging / m for m in (contract.ENSEMBLE_MODEL, contract.GEOMETRY_MODEL)}
         staged[contract.NATIVE_PIPELINE_MODEL] = staging / contract.NATIVE_PIPELINE_MODEL
