@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -283,3 +284,25 @@ def test_light_side_never_imports_torch() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_mask_cuts_a_hot_neck_at_the_skull_base() -> None:
+    """A neck as hot as the brain and joined to it is cut below the brain, so the head fits the grid."""
+    spacing, size = 4.0, np.array([64, 64, 90])  # 360 mm axial field of view, neck down to its bottom
+    index = np.stack(np.meshgrid(*[np.arange(n) for n in size], indexing="ij"), -1)
+    points = (index - (size - 1) / 2) * spacing  # LPS mm, centred on 0
+    brain = (((points - [0.0, 0.0, 80.0]) / [65.0, 80.0, 60.0]) ** 2).sum(-1) <= 1  # 120 mm tall
+    neck = (np.hypot(points[..., 0], points[..., 1] - 10) <= 45) & (points[..., 2] < 40)
+    values = np.where(brain | neck, 1.2, 0.0).astype(np.float32)
+    image = sitk.GetImageFromArray(np.ascontiguousarray(values.transpose(2, 1, 0)))
+    image.SetSpacing((spacing,) * 3)
+    image.SetOrigin(tuple(points[0, 0, 0]))
+    image = sitk.SmoothingRecursiveGaussian(image, 3.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        out = preprocess(image, PreprocessConfig.tiny())  # default max_brain_cut: raised before the cut
+    assert out.brain_cut < 0.05
+    mask_z = (grid_points(out.grid)[..., 2])[out.mask.astype(bool)]
+    assert mask_z.max() - mask_z.min() <= 170  # 160 mm kept below the vertex (+ mask edge blur)
+    brain_on_grid = (((grid_points(out.grid) - [0.0, 0.0, 80.0]) / [65.0, 80.0, 60.0]) ** 2).sum(-1) <= 0.8
+    assert out.mask[brain_on_grid].mean() > 0.99  # the brain itself is whole

@@ -3,7 +3,9 @@
 FDOPA makes this harder than FDG: healthy cortex is *low* (SUV ~1-1.5) while the striatum is hot,
 and scalp, face, salivary glands or neck may be as bright as brain. The mask therefore thresholds
 relative to the *median tissue* uptake (dominated by brain in a head scan) rather than the maximum,
-then cuts thin scalp bridges by a morphological opening and keeps the largest component.
+then cuts thin scalp bridges by a morphological opening and keeps the largest component. Neck soft
+tissue joins the brain through a broad, thin valley at the skull base that blur fills; the mask is
+therefore cut ``_MAX_BRAIN_HEIGHT_MM`` below the vertex (the top of the head in an LPS-oriented scan).
 """
 
 from __future__ import annotations
@@ -20,6 +22,9 @@ _AIR_FRACTION = 0.05
 _SEED_FRACTION = 0.5
 #: Erosion (mm) of the first-pass head that leaves mostly brain, for the brain's reference level.
 _CORE_MM = 12.0
+#: Largest craniocaudal extent of a brain (vertex to the foramen magnum / cerebellar tonsils) plus
+#: the mask's blur: adult brains measure ~120-140 mm, the (enlarged) MNI152 brain ~150 mm.
+_MAX_BRAIN_HEIGHT_MM = 160.0
 
 
 def brain_mask(image: sitk.Image, cfg: PreprocessConfig) -> sitk.Image:
@@ -30,9 +35,12 @@ def brain_mask(image: sitk.Image, cfg: PreprocessConfig) -> sitk.Image:
     possibly with scalp, face or neck still attached. Its core (eroded by ``_CORE_MM``) is mostly
     brain, so its median is the brain's own level, whatever the amount of neck in the field of view.
     The second pass thresholds at ``cfg.mask_threshold`` x that level -> opening
-    (``cfg.mask_opening_mm``) -> largest face-connected component -> closing (``cfg.mask_closing_mm``)
-    -> hole filling in 3D, then per axial slice (cold tumour beds and ventricles belong to the brain).
-    Raises :class:`InputError` if nothing is left.
+    (``cfg.mask_opening_mm``) -> largest face-connected component -> skull-base cut (nothing more
+    than ``_MAX_BRAIN_HEIGHT_MM`` below the mask's top: neck that a hot, blurred skull base kept
+    attached) -> closing (``cfg.mask_closing_mm``) -> hole filling in 3D, then per axial slice (cold
+    tumour beds and ventricles belong to the brain). The image must be LPS-oriented (index z runs
+    from inferior to superior), as ``geometry.orient`` makes it. Raises :class:`InputError` if
+    nothing is left.
     """
     spacing = np.asarray(image.GetSpacing())
     smooth = image
@@ -47,7 +55,7 @@ def brain_mask(image: sitk.Image, cfg: PreprocessConfig) -> sitk.Image:
     core = sitk.BinaryErode(head, _radius(_CORE_MM, spacing), sitk.sitkBall)
     core_values = values[sitk.GetArrayViewFromImage(core if _any(core) else head) > 0]
     threshold = cfg.mask_threshold * float(np.median(core_values))
-    mask = _largest_blob(smooth, threshold, cfg, spacing)
+    mask = _cut_below_brain(_largest_blob(smooth, threshold, cfg, spacing), spacing)
     if cfg.mask_closing_mm > 0:
         # Pad first so closing near the volume border does not erode the mask there.
         radius = _radius(cfg.mask_closing_mm, spacing)
@@ -73,6 +81,19 @@ def _largest_blob(
             "opening; is the head in the field of view?"
         )
     return blob
+
+
+def _cut_below_brain(mask: sitk.Image, spacing: np.ndarray) -> sitk.Image:
+    """Clear axial slices more than ``_MAX_BRAIN_HEIGHT_MM`` below the mask's top slice (z superior)."""
+    array = sitk.GetArrayFromImage(mask)  # [z, y, x]
+    slices = np.flatnonzero(array.reshape(array.shape[0], -1).any(axis=1))
+    lowest = int(slices[-1]) - int(np.floor(_MAX_BRAIN_HEIGHT_MM / spacing[2])) + 1
+    if lowest <= int(slices[0]):
+        return mask
+    array[:lowest] = 0
+    out = sitk.GetImageFromArray(array)
+    out.CopyInformation(mask)
+    return out
 
 
 def _any(mask: sitk.Image) -> bool:

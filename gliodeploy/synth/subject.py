@@ -41,6 +41,8 @@ _NOISE_CORRELATION_MM = 2.0
 # Lesion models: TBRmax mean/sd (FET/FDOPA literature, see docs), edge sharpness, texture amplitude.
 _RECURRENCE = {"tbr": (2.8, 0.6), "tbr_range": (1.4, 5.5), "edge": 0.08, "texture": 0.25, "necrosis": 0.35}
 _TRC = {"tbr": (1.9, 0.4), "tbr_range": (1.15, 3.5), "edge": 0.25, "texture": 0.12, "necrosis": 0.0}
+#: SUV of face/neck soft tissue at body factor 1 (the body factor spans 0.8-1.2).
+_SOFT_TISSUE_SUV = 0.55
 
 
 @dataclass(frozen=True)
@@ -125,7 +127,9 @@ def _healthy_uptake(
     scale = brain_suv / float(tissue[reference].mean() / anat.brain[reference].mean())
     brain = tissue * scale
     brain = brain * (1.0 - anat.striatum) + anat.striatum * striatum_suv
-    extracranial = body * (0.35 * anat.skull + 0.75 * anat.scalp + 0.95 * anat.soft_tissue)
+    # Extracranial FDOPA uptake stays below brain grey matter: bone is cold, and face/neck muscle and
+    # soft tissue (~0.4-0.65 SUV) take up less than healthy cortex (~1.2-1.5 SUV).
+    extracranial = body * (0.35 * anat.skull + 0.75 * anat.scalp + _SOFT_TISSUE_SUV * anat.soft_tissue)
     return (brain + extracranial).astype(np.float32)
 
 
