@@ -37,7 +37,7 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory):
     from gliodeploy.preprocessing import PreprocessConfig
 
     run = tmp_path_factory.mktemp("tiny_run")
-    cfg = PreprocessConfig.tiny(max_brain_cut=0.2)
+    cfg = PreprocessConfig.tiny()
     plans = {
         "experiment": "tiny-serving-fixture",
         "preprocessing": cfg.to_dict(),

@@ -88,7 +88,7 @@ def test_recovers_generated_tbr_on_a_synthetic_cohort(tmp_path) -> None:
     from gliodeploy.synth import generate_cohort
 
     manifest = generate_cohort(tmp_path / "cohort", n=6, seed=1, size="small", progress=False)
-    cfg = PreprocessConfig.demo(max_brain_cut=0.2)
+    cfg = PreprocessConfig.demo()
     found = 0
     with open(manifest, newline="") as fh:
         rows = list(csv.DictReader(fh))

@@ -29,7 +29,6 @@ name = "cnn3d"
 width = 0.0625
 [preprocessing]
 preset = "tiny"
-max_brain_cut = 0.2
 [training]
 folds = 2
 epochs = 2

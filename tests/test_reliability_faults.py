@@ -31,7 +31,6 @@ name = "cnn3d"
 width = "quarter"
 [preprocessing]
 preset = "tiny"
-max_brain_cut = 0.2
 [training]
 folds = 2
 epochs = 3

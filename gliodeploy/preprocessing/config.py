@@ -24,6 +24,11 @@ NORMALIZATIONS = ("minmax", "suv_clip", "tbr")
 TBR_REFERENCES = ("mean", "robust")
 
 
+#: Bump whenever preprocess() changes its output for the same config (mask, resampling, centring...).
+#: 2: skull-base cut in the brain mask.
+ALGORITHM_VERSION = 2
+
+
 @dataclasses.dataclass(frozen=True)
 class PreprocessConfig:
     """How a native SUV volume becomes a model input.
@@ -150,8 +155,13 @@ class PreprocessConfig:
             raise ConfigError(f"invalid preprocessing config: {exc}") from exc
 
     def fingerprint(self) -> str:
-        """sha256 of the canonical JSON of :meth:`to_dict` (stable across runs and platforms)."""
-        canonical = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        """sha256 of :meth:`to_dict` plus :data:`ALGORITHM_VERSION` (stable across runs and platforms).
+
+        The version is part of the key so that a change to the preprocessing code itself (not only to
+        its settings) never lets the training cache serve volumes made by the old code.
+        """
+        keyed = {"algorithm_version": ALGORITHM_VERSION, **self.to_dict()}
+        canonical = json.dumps(keyed, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
