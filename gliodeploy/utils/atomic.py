@@ -22,10 +22,14 @@ def atomic_path(target: str | os.PathLike[str], *, is_dir: bool = False) -> Iter
     prefix = f".{target.name}.tmp-"
     if is_dir:
         tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=target.parent))
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp creates 0700
     else:
         fd, name = tempfile.mkstemp(prefix=prefix, suffix="".join(target.suffixes), dir=target.parent)
         os.close(fd)
         tmp = Path(name)
+        # mkstemp creates 0600; give the final file the usual permissions (0666 minus the umask) so that
+        # a report, checkpoint or model file is readable as any other file the user writes.
+        os.chmod(tmp, 0o666 & ~_umask())
     try:
         yield tmp
         if is_dir and target.exists():
@@ -37,6 +41,12 @@ def atomic_path(target: str | os.PathLike[str], *, is_dir: bool = False) -> Iter
         else:
             tmp.unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
 
 
 def atomic_write(target: str | os.PathLike[str], data: bytes | str) -> Path:
