@@ -242,6 +242,15 @@ def test_brain_larger_than_the_model_grid_raises(native: sitk.Image) -> None:
     assert 0.05 < out.brain_cut < 1
 
 
+def test_a_few_cut_border_voxels_do_not_warn(native: sitk.Image) -> None:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # any warning fails the test
+        out = preprocess(native, PreprocessConfig.tiny())
+    assert out.brain_cut < 0.01
+
+
 def test_config_round_trip_validation_and_fingerprint() -> None:
     cfg = PreprocessConfig.demo(normalization="tbr")
     assert PreprocessConfig.from_dict(cfg.to_dict()) == cfg

@@ -52,6 +52,11 @@ class Preprocessed:
     timings: dict[str, float] = field(default_factory=dict)
 
 
+#: Share of the brain mask cut by the model grid above which preprocess() warns (Preprocessed.brain_cut
+#: always records it; above cfg.max_brain_cut it is an error).
+WARN_BRAIN_CUT = 0.01
+
+
 def preprocess(image: sitk.Image, cfg: PreprocessConfig | None = None) -> Preprocessed:
     """Orient, mask, centre and resample a native SUV volume onto the model grid of ``cfg``.
 
@@ -91,7 +96,7 @@ def preprocess(image: sitk.Image, cfg: PreprocessConfig | None = None) -> Prepro
             f"the model grid ({fov} mm): {cut:.1%} of it would be cut "
             f"(limit {cfg.max_brain_cut:.0%}); the mask probably includes neck or face"
         )
-    if cut > 0:
+    if cut >= WARN_BRAIN_CUT:  # below this, a few border voxels of a generous mask: not worth a warning
         warnings.warn(f"{cut:.1%} of the brain mask lies outside the model grid and is cut", stacklevel=2)
 
     values = geometry.resample(image, grid, cfg.interpolation)
