@@ -13,25 +13,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from tiny_experiment import write_tiny_experiment
 
 pytestmark = pytest.mark.slow
-
-TINY_EXPERIMENT = """
-name = "tiny_demo"
-[model]
-name = "cnn3d"
-width = 0.0625
-[preprocessing]
-preset = "tiny"
-[training]
-folds = 2
-epochs = 3
-batch_size = 4
-lr = 1e-3
-augmentation = false
-max_steps_per_epoch = 2
-suspect_window = 2
-"""
 
 
 def _demo(*args: str) -> subprocess.CompletedProcess[str]:
@@ -44,8 +28,11 @@ def _demo(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_demo_runs_the_whole_pipeline_and_stops_the_server(tmp_path: Path) -> None:
-    config = tmp_path / "tiny.toml"
-    config.write_text(TINY_EXPERIMENT)
+    config = write_tiny_experiment(
+        tmp_path / "tiny.toml",
+        "tiny_demo",
+        training={"epochs": 3, "suspect_window": 2},
+    )
     out = tmp_path / "demo"
     proc = _demo("--out", str(out), "--n", "40", "--size", "tiny", "--config", str(config))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tiny_experiment import write_tiny_experiment
 
 from gliodeploy.cli import app
 from gliodeploy.cli_utils import run_app
@@ -22,24 +23,6 @@ def _cli(args: list[str]) -> int:
     return int(exc.value.code or 0)
 
 
-TOML = """
-name = "tiny_cnn"
-[model]
-name = "cnn3d"
-width = 0.0625
-[preprocessing]
-preset = "tiny"
-[training]
-folds = 2
-epochs = 2
-batch_size = 4
-lr = 1e-3
-augmentation = false
-max_steps_per_epoch = 1
-suspect_window = 1
-"""
-
-
 @pytest.fixture(scope="module")
 def cohort_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A synthetic cohort with a test split and a run trained by `gliodeploy train` (2 folds x 2 epochs)."""
@@ -51,7 +34,11 @@ def cohort_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     manifest = generate_cohort(
         root / "cohort", n=18, seed=2, size="small", test_fraction=0.35, progress=False
     )
-    (root / "tiny.toml").write_text(TOML)
+    write_tiny_experiment(
+        root / "tiny.toml",
+        "tiny_cnn",
+        training={"max_steps_per_epoch": 1, "suspect_window": 1},
+    )
     run = root / "run"
     args = [
         "train",

@@ -17,29 +17,13 @@ import time
 from pathlib import Path
 
 import pytest
+from tiny_experiment import write_tiny_experiment
 
 CLI = [sys.executable, "-m", "gliodeploy.cli"]
 pytestmark = [
     pytest.mark.filterwarnings("ignore:.*brain mask lies outside the model grid:UserWarning"),
     pytest.mark.filterwarnings("ignore:Detected pickle protocol:UserWarning"),  # the hostile file
 ]
-
-# 2 folds x 3 epochs of a tiny cnn3d: long enough to be killed inside fold 1, short enough for CI.
-EXPERIMENT = """name = "sigkill"
-[model]
-name = "cnn3d"
-width = "quarter"
-[preprocessing]
-preset = "tiny"
-[training]
-folds = 2
-epochs = 3
-batch_size = 4
-lr = 1e-3
-augmentation = false
-max_steps_per_epoch = 2
-seed = 5
-"""
 
 
 def _popen(argv: list[str], log: Path) -> subprocess.Popen:
@@ -68,8 +52,10 @@ def experiment(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     manifest = Path(
         generate_cohort(tmp_path_factory.mktemp("cohort"), n=16, seed=1, size="tiny", progress=False)
     )
-    config = manifest.parent / "sigkill.toml"
-    config.write_text(EXPERIMENT)
+    # 3 epochs: long enough to be killed inside fold 1, short enough for CI.
+    config = write_tiny_experiment(
+        manifest.parent / "sigkill.toml", "sigkill", training={"epochs": 3, "seed": 5}
+    )
     return config, manifest
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 from badinputs import BadInput, good_dicom, write_corpus
+from tiny_experiment import write_tiny_experiment
 
 from gliodeploy import contract
 
@@ -133,18 +134,6 @@ def test_client_reports_each_bad_scan_and_server_survives(
 
 
 # -- gliodeploy train with a manifest pointing at a bad file ------------------------------------
-EXPERIMENT = """name = "bad-manifest"
-[model]
-name = "cnn3d"
-width = "quarter"
-[preprocessing]
-preset = "tiny"
-[training]
-folds = 2
-epochs = 1
-batch_size = 2
-max_steps_per_epoch = 1
-"""
 
 
 @pytest.mark.parametrize("name", ["truncated_gz"])
@@ -163,8 +152,11 @@ def test_train_names_the_bad_manifest_row(
         writer = csv.DictWriter(fh, [*rows[0], "split"])
         writer.writeheader()
         writer.writerows({**r, "split": "train"} for r in rows)
-    config = tmp_path / "exp.toml"
-    config.write_text(EXPERIMENT)
+    config = write_tiny_experiment(
+        tmp_path / "exp.toml",
+        "bad-manifest",
+        training={"epochs": 1, "batch_size": 2, "max_steps_per_epoch": 1},
+    )
     run_dir = tmp_path / "run"
     proc = run([*CLI, "train", str(config), "--manifest", str(manifest), "--out", str(run_dir), "--quiet"])
     assert_clean_failure(proc, corpus[name])

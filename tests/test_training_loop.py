@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from tiny_experiment import write_tiny_experiment
 
 from gliodeploy.data.manifest import read_manifest
 from gliodeploy.errors import ConfigError
@@ -21,25 +22,6 @@ from gliodeploy.training.rundir import RunDir
 # scans (the 8 mm grid is 168 mm tall): expected, not news.
 pytestmark = pytest.mark.filterwarnings("ignore:.*brain mask lies outside the model grid:UserWarning")
 
-EXPERIMENT = """
-name = "tiny"
-[model]
-name = "cnn3d"
-width = "quarter"
-[preprocessing]
-preset = "tiny"
-[training]
-folds = 2
-epochs = 2
-batch_size = 4
-lr = 1e-3
-augmentation = true
-max_steps_per_epoch = 2
-seed = 3
-[data]
-manifest = "{manifest}"
-"""
-
 
 @pytest.fixture(scope="module")
 def cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -50,8 +32,11 @@ def cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def config_path(cohort: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("cfg") / "tiny.toml"
-    path.write_text(EXPERIMENT.format(manifest=cohort.as_posix()))
+    path = write_tiny_experiment(
+        tmp_path_factory.mktemp("cfg") / "tiny.toml",
+        training={"augmentation": True, "seed": 3},
+        data={"manifest": cohort.as_posix()},
+    )
     return path
 
 
@@ -72,12 +57,12 @@ def _same_weights(a: RunDir, b: RunDir) -> bool:
     )
 
 
-def test_run_directory_layout_and_oof(reference: RunDir, cohort: Path) -> None:
+def test_run_directory_layout_and_oof(reference: RunDir, cohort: Path, config_path: Path) -> None:
     train = read_manifest(cohort).train
     plans = reference.plans()
     assert plans["folds"] == 2 and plans["model"]["name"] == "cnn3d"
     assert plans["preprocessing"]["shape"] == [32, 32, 21] and plans["threshold"] == 0.5
-    assert reference.experiment_toml.read_text().startswith('\nname = "tiny"')
+    assert reference.experiment_toml.read_text() == config_path.read_text()  # the config used, verbatim
     # OOF: every training subject exactly once, with its own label/scanner/site
     oof = reference.oof_predictions()
     assert sorted(r["subject"] for r in oof) == sorted(r.subject for r in train)
