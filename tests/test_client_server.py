@@ -187,3 +187,57 @@ def test_client_extra_installs_no_torch(tmp_path: Path) -> None:
     names = {i["metadata"]["name"].lower() for i in json.loads(report.read_text())["install"]}
     assert {"tritonclient", "simpleitk", "pydicom", "numpy"} <= names
     assert not names & {"torch", "scipy", "scikit-learn", "nilearn", "monai"}
+
+
+def _clock(time_zero: str, offset_s: float) -> str:
+    h, m, s = (int(v) for v in time_zero.split(":"))
+    total = h * 3600 + m * 60 + s + int(offset_s)
+    return f"{total // 3600:02d}:{total % 3600 // 60:02d}:{total % 60:02d}"
+
+
+def test_nifti_without_sidecar_takes_suv_fields_from_the_command_line(
+    triton_server, cohort: dict[str, Path], tmp_path: Path
+) -> None:
+    """A bare Bq/mL NIfTI + the SUV fields as options gives the same result as with its sidecar."""
+    import shutil
+
+    scan = cohort["nifti"]
+    sidecar = json.loads(scan.with_name(scan.name.replace(".nii.gz", ".json")).read_text())
+    participants = (scan.parents[2] / "participants.tsv").read_text().splitlines()
+    header = participants[0].split("\t")
+    subject = scan.name.split("_")[0]
+    row = dict(zip(header, next(r.split("\t") for r in participants if r.startswith(subject)), strict=True))
+    bare = tmp_path / "bare.nii.gz"
+    shutil.copy(scan, bare)  # no sidecar, no participants.tsv beside it
+
+    base = [
+        "predict",
+        "--url",
+        triton_server.http_url,
+        "--json",
+        "--quiet",
+    ]
+    missing = _cli(*base, str(bare))
+    assert missing.returncode != 0 and "Traceback" not in missing.stderr
+
+    explicit = _cli(
+        *base,
+        str(bare),
+        "--weight",
+        row["weight"],
+        "--dose",
+        str(sidecar["InjectedRadioactivity"]),
+        "--injection-time",
+        _clock(sidecar["TimeZero"], sidecar["InjectionStart"]),
+        "--scan-time",
+        _clock(sidecar["TimeZero"], sidecar["ImageDecayCorrectionTime"]),
+        "--units",
+        sidecar["Units"],
+        "--radionuclide",
+        sidecar["TracerRadionuclide"],
+    )
+    reference = _cli(*base, str(scan))
+    assert explicit.returncode == 0 and reference.returncode == 0, explicit.stderr + reference.stderr
+    p_explicit = json.loads(explicit.stdout)["results"][0]["probability"]
+    p_reference = json.loads(reference.stdout)["results"][0]["probability"]
+    assert p_explicit == pytest.approx(p_reference, abs=1e-6)

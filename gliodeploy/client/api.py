@@ -233,6 +233,8 @@ class GliodeployClient:
         injected_dose_bq: float | None = None,
         injection_time: str | None = None,
         scan_time: str | None = None,
+        image_units: str | None = None,
+        half_life_s: float | None = None,
         assume_suv: bool = False,
         participants_tsv: str | Path | None = None,
         server_preprocess: bool = False,
@@ -253,6 +255,8 @@ class GliodeployClient:
             injected_dose_bq=injected_dose_bq,
             injection_time=injection_time,
             scan_time=scan_time,
+            image_units=image_units,
+            half_life_s=half_life_s,
             assume_suv=assume_suv,
             participants_tsv=participants_tsv,
         )

@@ -120,6 +120,17 @@ def predict(
     injection_time: str | None = typer.Option(
         None, "--injection-time", help="Injection time, ISO 'YYYY-MM-DDTHH:MM:SS' or 'HH:MM:SS' (SUV)."
     ),
+    scan_time: str | None = typer.Option(
+        None,
+        "--scan-time",
+        help="Time the image is decay-corrected to (usually scan start), for a NIfTI without sidecar (SUV).",
+    ),
+    units: str | None = typer.Option(
+        None, "--units", help="Image units for a NIfTI without sidecar, e.g. 'Bq/mL' or 'kBq/mL' (SUV)."
+    ),
+    radionuclide: str | None = typer.Option(
+        None, "--radionuclide", help="Tracer radionuclide for a NIfTI without sidecar: F18 for FDOPA (SUV)."
+    ),
     assume_suv: bool = typer.Option(
         False, "--assume-suv", help="The images already hold SUV: no conversion."
     ),
@@ -144,17 +155,22 @@ def predict(
 ) -> None:
     """Predict P(recurrence) vs treatment-related change for each scan.
 
-    SUV: DICOM series carry weight/dose/times; for NIfTI give --weight/--dose/--injection-time (or a
-    BIDS-PET sidecar next to the file), or --assume-suv if the image already holds SUV.
+    SUV: DICOM series carry weight/dose/times; a NIfTI takes them from its BIDS-PET sidecar (and
+    participants.tsv), else give --weight/--dose/--injection-time/--scan-time/--units/--radionuclide,
+    or --assume-suv if the image already holds SUV.
     Exit code 0 only if every scan was predicted.
     """
     from gliodeploy.client.discovery import discover_scans
     from gliodeploy.client.output import human_line, to_csv, to_json
+    from gliodeploy.io.suv import half_life_for
 
     if as_json and as_csv:
         raise typer.BadParameter("choose one of --json and --csv")
-    if assume_suv and (weight is not None or dose is not None or injection_time is not None):
-        raise typer.BadParameter("--assume-suv cannot be combined with --weight/--dose/--injection-time")
+    suv_args = (weight, dose, injection_time, scan_time, units, radionuclide)
+    if assume_suv and any(v is not None for v in suv_args):
+        raise typer.BadParameter(
+            "--assume-suv cannot be combined with --weight/--dose/--*-time/--units/--radionuclide"
+        )
     if dose is not None and not (1.0 <= dose <= 2000.0):
         raise InputError(f"--dose {dose:g}: expected the injected dose in MBq (1-2000); was it given in Bq?")
     scans = discover_scans(paths)
@@ -162,6 +178,9 @@ def predict(
         "weight_kg": weight,
         "injected_dose_bq": dose * 1e6 if dose is not None else None,
         "injection_time": injection_time,
+        "scan_time": scan_time,
+        "image_units": units,
+        "half_life_s": half_life_for(radionuclide) if radionuclide else None,
         "assume_suv": assume_suv,
         "server_preprocess": server_preprocess,
     }
