@@ -17,7 +17,7 @@ setup: $(STAMP)
 
 ## The main job: synthetic cohort -> CV training -> report -> Grad-CAM -> export -> Triton -> client.
 demo: $(STAMP)
-	$(VENV)/bin/gliodeploy demo --out demo_output
+	$(VENV)/bin/gliodeploy demo --out demo_output --overwrite
 
 ## Lint, format check and the whole test suite (what CI runs).
 test: $(STAMP)

@@ -26,6 +26,7 @@ import typer
 from gliodeploy.errors import ConfigError, GliodeployError
 
 _REPO_ROOT = Path(__file__).resolve().parents[1]
+_MARKER = ".gliodeploy-demo"
 
 
 class DemoStepError(GliodeployError):
@@ -137,8 +138,16 @@ def demo(
     if out.exists() and any(out.iterdir()):
         if not overwrite:
             raise ConfigError(f"{out} is not empty: pass --overwrite to replace the earlier demo, or --out")
+        if not (out / _MARKER).is_file():
+            # --overwrite deletes a folder only if an earlier demo made it: never someone's data.
+            raise ConfigError(
+                f"{out} is not empty and was not written by gliodeploy demo: choose another --out"
+            )
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
+    (out / _MARKER).write_text(
+        "written by gliodeploy demo; `gliodeploy demo --overwrite` may delete this folder\n"
+    )
 
     cohort, run, repo = out / "cohort", out / "run", out / "model_repository"
     report_dir, explain_dir = run / "evaluation", out / "explain"

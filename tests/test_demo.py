@@ -57,11 +57,14 @@ def test_demo_runs_the_whole_pipeline_and_stops_the_server(tmp_path: Path) -> No
     assert "CNN ensemble 'tiny_demo': external test AUC" in proc.stdout
     assert "tbr_max baseline: external test AUC" in proc.stdout
     assert "Triton server stopped" in proc.stdout
+    assert (
+        out / ".gliodeploy-demo"
+    ).is_file()  # marks the folder as the demo's own (--overwrite may delete it)
     log = (out / "tritonserver.log").read_text()
     assert "Started HTTPService" in log or "HTTP" in log
 
 
-def test_demo_refuses_to_overwrite_an_earlier_demo(tmp_path: Path) -> None:
+def test_demo_never_deletes_a_folder_it_did_not_write(tmp_path: Path) -> None:
     out = tmp_path / "demo"
     out.mkdir()
     (out / "keep.txt").write_text("earlier results")
@@ -69,4 +72,7 @@ def test_demo_refuses_to_overwrite_an_earlier_demo(tmp_path: Path) -> None:
     assert proc.returncode != 0
     assert "error:" in proc.stderr and "--overwrite" in proc.stderr
     assert "Traceback" not in proc.stderr
+    # Even with --overwrite: the folder holds no demo marker, so it is someone else's data.
+    proc = _demo("--out", str(out), "--overwrite")
+    assert proc.returncode != 0 and "not written by gliodeploy demo" in proc.stderr
     assert (out / "keep.txt").read_text() == "earlier results"
