@@ -199,3 +199,39 @@ def test_cache_reuses_entries_and_rebuilds_changed_scans(cohort: Path, tmp_path:
     shutil.copy(read_manifest(cohort).train[1].image, image)  # the scan on disk changed
     build_cache([row], cfg, tmp_path / "cache", progress=False)
     assert load_cached(entry).source_hash != first.source_hash
+
+
+def _tensorboard_scalars(logdir: Path) -> dict[str, list[tuple[int, float]]]:
+    """Read tensorboardX event files (TFRecord: u64 length, u32 crc, payload, u32 crc) into tag -> points."""
+    import struct
+
+    from tensorboardX.proto import event_pb2
+
+    scalars: dict[str, list[tuple[int, float]]] = {}
+    for path in sorted(logdir.glob("events.out.tfevents.*")):
+        data = path.read_bytes()
+        pos = 0
+        while pos < len(data):
+            (length,) = struct.unpack("<Q", data[pos : pos + 8])
+            event = event_pb2.Event.FromString(data[pos + 12 : pos + 12 + length])
+            pos += 12 + length + 4
+            for value in event.summary.value:
+                scalars.setdefault(value.tag, []).append((event.step, value.simple_value))
+    return scalars
+
+
+def test_optional_tensorboard_logs_match_the_json_log(
+    cohort: Path, reference: RunDir, tmp_path: Path
+) -> None:
+    path = write_tiny_experiment(
+        tmp_path / "tb.toml",
+        "tb",
+        training={"tensorboard": True},
+        data={"manifest": cohort.as_posix()},
+    )
+    run = run_experiment(load_experiment(path), tmp_path / "run", fold=0, device="cpu", progress=False)
+    scalars = _tensorboard_scalars(run.fold_dir(0) / "tensorboard")
+    log = [json.loads(line) for line in run.log(0).read_text().splitlines()]
+    assert [step for step, _ in scalars["val_loss"]] == [r["epoch"] for r in log]
+    assert [v for _, v in scalars["val_loss"]] == pytest.approx([r["val_loss"] for r in log], rel=1e-6)
+    assert not (reference.fold_dir(0) / "tensorboard").exists()  # off by default

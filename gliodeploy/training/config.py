@@ -84,6 +84,7 @@ class TrainingConfig:
     max_steps_per_epoch: int | None = None  # cap for tests/demos
     suspect_window: int = 10  # last N epochs averaged to flag suspect labels
     cache_workers: int = 0  # processes for preprocessing the cohort
+    tensorboard: bool = False  # also log epoch scalars to fold_<k>/tensorboard (tensorboardX)
 
 
 @dataclass(frozen=True)
@@ -151,7 +152,7 @@ def _validate_training(t: TrainingConfig, where: str) -> None:
         v = getattr(t, name)
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
             raise bad(name, "must be a number")
-    for name in ("augmentation", "amp", "channels_last"):
+    for name in ("augmentation", "amp", "channels_last", "tensorboard"):
         if not isinstance(getattr(t, name), bool):
             raise bad(name, "must be true or false")
     if t.folds < 2:

@@ -229,6 +229,13 @@ def predict_logits(
     return torch.cat(out)
 
 
+def _tensorboard(fold_dir: Path):  # noqa: ANN202 - tensorboardX.SummaryWriter
+    """A TensorBoard writer in ``fold_dir/tensorboard`` (tensorboardX: installed with ACSConv, no TF)."""
+    from tensorboardX import SummaryWriter
+
+    return SummaryWriter(logdir=str(fold_dir / "tensorboard"))
+
+
 def train_fold(
     prep: PreparedRun,
     fold: int,
@@ -311,6 +318,7 @@ def train_fold(
         disable=not progress,
         dynamic_ncols=True,
     )
+    tb = _tensorboard(run.fold_dir(fold)) if t.tensorboard else None
     for epoch in bar:
         tic = time.perf_counter()
         epoch_seed = _fold_seed(t.seed, fold, epoch)
@@ -359,6 +367,11 @@ def train_fold(
         }
         scheduler.step(val_loss)
         history.append(record)
+        if tb is not None:
+            for key in ("lr", "train_loss", "val_loss", "val_auc", "val_acc"):
+                if record[key] is not None:
+                    tb.add_scalar(key, record[key], epoch)
+            tb.flush()
         for s, v in zip(split["val"], val_loss_each, strict=True):
             per_patient[s].append(float(v))
 
@@ -392,6 +405,8 @@ def train_fold(
         if on_epoch_end is not None:
             on_epoch_end(fold, epoch, record)
     bar.close()
+    if tb is not None:
+        tb.close()
 
     _write_csv(
         run.val_predictions(fold),
