@@ -40,13 +40,7 @@ COMMANDS: list[tuple[str, str, str]] = [
 ]
 
 for _name, _module, _attr in COMMANDS:
-    try:
-        _fn = getattr(importlib.import_module(_module), _attr)
-    except ModuleNotFoundError as _exc:  # TODO(integration): make strict once every command exists
-        if not _exc.name or not _module.startswith(_exc.name):
-            raise
-        continue
-    app.command(_name)(_fn)
+    app.command(_name)(getattr(importlib.import_module(_module), _attr))
 
 
 @app.callback(invoke_without_command=True)

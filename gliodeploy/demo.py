@@ -40,7 +40,6 @@ class _Steps:
     """Runs and times the demo's steps; prints each command before it runs."""
 
     total: int
-    quiet: bool = False
     timings: list[tuple[str, float]] = field(default_factory=list)
 
     def run(self, title: str, argv: list[str]) -> None:
@@ -187,8 +186,8 @@ def demo(
     t0 = time.perf_counter()
     scans = [str((manifest.parent / r["image"]).resolve()) for r in test_rows]
     with TritonServer(repo, log_file=out / "tritonserver.log") as server:
-        steps.timed("Start the Triton server", time.perf_counter() - t0)
         ready_s = time.perf_counter() - t0
+        steps.timed("Start the Triton server", ready_s)
         typer.echo(f"    ready at http://{server.http_url} (gRPC {server.grpc_url}) in {ready_s:.1f} s")
         steps.run(
             f"Predict the {len(scans)} external-site scans with gliodeploy-client",
