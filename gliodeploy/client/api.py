@@ -30,10 +30,6 @@ from gliodeploy.client.transport import Endpoint, Transport, parse_url
 from gliodeploy.client.validation import check_grid_array, check_native_image
 from gliodeploy.errors import ConfigError, GliodeployError
 
-#: Keys of the Triton model-config ``parameters`` written by ``gliodeploy export``.
-PARAM_PREPROCESSING = contract.PARAM_PREPROCESSING
-PARAM_THRESHOLD = contract.PARAM_THRESHOLD
-
 _OUTPUTS = [contract.OUTPUT_PROBABILITY, contract.OUTPUT_FOLD_PROBABILITIES, contract.OUTPUT_LOGIT]
 _NP_DTYPES = {"FP32": np.float32, "FP16": np.float16, "FP64": np.float64}
 
@@ -453,8 +449,8 @@ def parse_model_info(
     fold_shape = [int(s) for s in outputs[contract.OUTPUT_FOLD_PROBABILITIES].get("shape", [])]
     folds = fold_shape[-1] if fold_shape and fold_shape[-1] > 0 else None
     try:
-        threshold = float(_param(config, PARAM_THRESHOLD, name))
-        preprocessing = json.loads(_param(config, PARAM_PREPROCESSING, name))
+        threshold = float(_param(config, contract.PARAM_THRESHOLD, name))
+        preprocessing = json.loads(_param(config, contract.PARAM_PREPROCESSING, name))
     except ValueError as exc:
         raise InvalidResponseError(
             f"model {name!r}: unreadable gliodeploy parameter in its config: {exc}"
