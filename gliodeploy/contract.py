@@ -34,3 +34,28 @@ INPUT_DIRECTION = "direction"  # FP64 [9] row-major direction cosines
 #: Config parameters of ENSEMBLE_MODEL that clients read to preprocess exactly as in training.
 PARAM_PREPROCESSING = "gliodeploy_preprocessing"  # JSON of PreprocessConfig.to_dict()
 PARAM_THRESHOLD = "gliodeploy_threshold"  # decision threshold on P(recurrence), as a string
+#: JSON of the operating point (threshold, how it was chosen, expected sensitivity/specificity with
+#: CIs on the out-of-fold predictions; gliodeploy.evaluation.operating_point). Equal to the latest
+#: version's metadata.json, which its SHA256SUMS covers: `gliodeploy verify` refuses any edit.
+PARAM_OPERATING_POINT = "gliodeploy_operating_point"
+
+
+def describe_operating_point(op: dict) -> str:
+    """One line for people: ``threshold 0.61 (youden on 100 out-of-fold predictions, final validation);
+    expected sensitivity 0.80 [0.70-0.89], specificity 0.62 [0.45-0.78]`` (torch-free: the client uses it).
+    """
+
+    def ci(m: dict) -> str:
+        return f"{m['value']:.2f} [{m['ci_low']:.2f}-{m['ci_high']:.2f}]"
+
+    if not op.get("sensitivity") or not op.get("specificity"):
+        return (
+            f"threshold {op['threshold']:.4g} (fixed by the user; never measured on out-of-fold predictions)"
+        )
+    temp = f", temperature {op['temperature']:.3g}" if op.get("temperature") else ""
+    honest = " - selected on these patients, optimistic" if op.get("validation_mode") == "study" else ""
+    return (
+        f"threshold {op['threshold']:.4g} ({op['method']} on {op['n']} out-of-fold predictions, "
+        f"{op['validation_mode']} validation{temp}{honest}); expected sensitivity {ci(op['sensitivity'])}, "
+        f"specificity {ci(op['specificity'])}"
+    )

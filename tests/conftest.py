@@ -19,7 +19,7 @@ def _seed() -> None:
 
 # ---- serving fixtures (export/serving owner) -----------------------------------------------------
 # tiny_run: a 2-fold run directory of a tiny cnn3d on the 32x32x21 test grid, in the layout
-# `gliodeploy train` writes (plans.json, fold_<k>/model_best.safetensors, done.json), with
+# `gliodeploy train` writes (plans.json, fold_<k>/model.safetensors, done.json), with
 # fixed-seed weights; tiny_repository: its export; triton_server: the real bundled Triton on it.
 TINY_FOLDS = 2
 
@@ -45,14 +45,13 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory):
         "folds": TINY_FOLDS,
         "label_names": list(LABEL_NAMES),
         "positive_label": 1,
-        "threshold": 0.5,
     }
     (run / "plans.json").write_text(json.dumps(plans, indent=2), encoding="utf-8")
     for k in range(TINY_FOLDS):
         torch.manual_seed(100 + k)
         model = build_model("cnn3d", preprocessing=cfg, width="quarter")
         (run / f"fold_{k}").mkdir()
-        save_file(model.state_dict(), str(run / f"fold_{k}" / "model_best.safetensors"))
+        save_file(model.state_dict(), str(run / f"fold_{k}" / "model.safetensors"))
         (run / f"fold_{k}" / "done.json").write_text(json.dumps({"fold": k}), encoding="utf-8")
     return run
 
@@ -63,7 +62,7 @@ def tiny_repository(tiny_run, tmp_path_factory: pytest.TempPathFactory):
     from gliodeploy.export.pipeline import export_run
 
     repo = tmp_path_factory.mktemp("tiny_repo") / "model_repository"
-    export_run(tiny_run, repo)
+    export_run(tiny_run, repo, threshold=0.5)  # never evaluated: the threshold is explicit
     return repo
 
 

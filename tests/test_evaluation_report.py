@@ -15,7 +15,8 @@ from matplotlib.image import imread
 
 from gliodeploy.errors import ModelError
 from gliodeploy.evaluation.evaluate import BootstrapSettings
-from gliodeploy.evaluation.report import SECTIONS, ReportInputs, write_report
+from gliodeploy.evaluation.operating_point import choose_operating_point
+from gliodeploy.evaluation.report import SECTIONS, ReportInputs, run_validation_mode, write_report
 from gliodeploy.evaluation.rundata import Predictions, load_run
 
 N_FOLDS, N_TRAIN, N_TEST, EPOCHS = 3, 36, 14, 5
@@ -28,7 +29,9 @@ def _write_csv(path: Path, header: list[str], rows: list[list[object]]) -> None:
         w.writerows(rows)
 
 
-def make_fake_run(root: Path, name: str = "cnn3d_demo", seed: int = 0, suspect: str = "sub-003") -> Path:
+def make_fake_run(
+    root: Path, name: str = "cnn3d_demo", seed: int = 0, suspect: str = "sub-003", validation: str = "final"
+) -> Path:
     """A run directory with the files `gliodeploy train` writes (synthetic values, fixed seed)."""
     rng = np.random.default_rng(seed)
     run = root / name
@@ -47,7 +50,15 @@ def make_fake_run(root: Path, name: str = "cnn3d_demo", seed: int = 0, suspect: 
         ],
     )
     (run / "plans.json").write_text(
-        json.dumps({"experiment": name, "folds": N_FOLDS, "model": {"name": "cnn3d"}, "training": {}})
+        json.dumps(
+            {
+                "experiment": name,
+                "folds": N_FOLDS,
+                "model": {"name": "cnn3d"},
+                "training": {},
+                "validation": {"mode": validation},
+            }
+        )
     )
     for k in range(N_FOLDS):
         fold = run / f"fold_{k}"
@@ -110,7 +121,10 @@ class _Collector(HTMLParser):
 @pytest.fixture(scope="module")
 def report(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, _Collector]:
     root = tmp_path_factory.mktemp("runs")
-    runs = [load_run(make_fake_run(root, "cnn3d_demo", 0)), load_run(make_fake_run(root, "resnet10_demo", 1))]
+    runs = [
+        load_run(make_fake_run(root, "cnn3d_demo", 0)),
+        load_run(make_fake_run(root, "resnet10_demo", 1, validation="study")),
+    ]
     test_baseline = _baseline(N_TEST, "ext", 3)
     inputs = ReportInputs(
         runs=runs,
@@ -123,6 +137,12 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, _Colle
             ("test", "paris", "vision", 1),
         ],
         manifest="cohort/manifest.csv",
+        operating_points={
+            r.name: choose_operating_point(
+                r.oof.labels, r.oof.scores, validation_mode=run_validation_mode(r.plans), n_resamples=200
+            )
+            for r in runs
+        },
     )
     out = root / "evaluation"
     paths = write_report(inputs, out, BootstrapSettings(n_resamples=200), curve_resamples=50)
@@ -177,9 +197,25 @@ def test_suspects_and_youden_come_from_the_run(report: tuple[Path, dict, _Collec
     _, metrics, _ = report
     run = metrics["runs"][0]
     assert run["suspect_labels"] == ["sub-003"]
-    # the Youden threshold applied to the test set is the one chosen on OOF
-    assert run["test"]["thresholds"]["youden"]["threshold"] == run["youden_threshold"]
-    assert run["validation"]["thresholds"]["youden"]["threshold"] == run["youden_threshold"]
+    # the operating point applied to the test set is the one chosen on OOF (Youden by default)
+    op = run["operating_point"]
+    assert op["method"] == "youden" and op["threshold"] == run["youden_threshold"]
+    assert run["test"]["thresholds"]["operating_point"]["threshold"] == op["threshold"]
+    assert run["validation"]["thresholds"]["operating_point"]["threshold"] == op["threshold"]
+    agree = run["test"]["fold_agreement"]
+    assert 0 <= agree["scans_all_folds_agree"] <= agree["decisions_equal_to_ensemble"] <= 1
+
+
+def test_study_mode_is_labelled_optimistic(report: tuple[Path, dict, _Collector]) -> None:
+    out, metrics, _ = report
+    honest, study = metrics["runs"]
+    assert (honest["validation_mode"], honest["optimistic"]) == ("final", False)
+    assert (study["validation_mode"], study["optimistic"]) == ("study", True)
+    assert any("optimistic" in n for n in study["diagnosis"])
+    assert not any("optimistic" in n for n in honest["diagnosis"])
+    page = (out / "report.html").read_text()
+    assert "Model selected on these patients (optimistic):</b> resnet10_demo" in page
+    assert "Model selected on these patients (optimistic):** resnet10_demo" in (out / "report.md").read_text()
 
 
 def test_load_run_errors_name_the_problem(tmp_path: Path) -> None:

@@ -36,9 +36,7 @@ def make_model_run(root: Path, n_folds: int = N_FOLDS) -> Path:
         model = build_model("cnn3d", preprocessing=cfg, width=0.0625, fc_width=16)
         fold = run / f"fold_{k}"
         fold.mkdir()
-        save_file(
-            {n: t.contiguous() for n, t in model.state_dict().items()}, str(fold / "model_best.safetensors")
-        )
+        save_file({n: t.contiguous() for n, t in model.state_dict().items()}, str(fold / "model.safetensors"))
         (fold / "done.json").write_text("{}")
     return run
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,6 +20,7 @@ from gliodeploy.export.profiles import ExportProfile
 from gliodeploy.export.repository import (
     EnsembleSpec,
     config_paths,
+    config_text,
     ensemble_config,
     parse_config,
     validate_configs,
@@ -89,6 +91,7 @@ def test_repository_layout_card_and_configs(tiny_repository, tiny_run):
     }
     card = json.loads((version / "metadata.json").read_text())
     assert card["folds"] == 2 and card["threshold"] == 0.5 and card["architecture"]["name"] == "cnn3d"
+    assert card["operating_point"]["method"] == "fixed" and card["operating_point"]["sensitivity"] is None
     assert card["preprocessing"] == RunDir(tiny_run).plans()["preprocessing"]
     assert card["parity"]["max_abs_diff"] < 1e-4 and card["packages"]["onnxruntime"]
     assert [o["name"] for o in card["outputs"]] == ["probability", "fold_probabilities", "logit"]
@@ -131,7 +134,7 @@ def test_second_export_adds_version_and_keeps_first(tiny_run, tiny_repository, t
     shutil.copytree(tiny_repository, repo)
     v1 = repo / contract.ENSEMBLE_MODEL / "1"
     before = {p.relative_to(v1): p.read_bytes() for p in v1.rglob("*") if p.is_file()}
-    result = export_run(tiny_run, repo)
+    result = export_run(tiny_run, repo, threshold=0.5)
     assert result.version == 2
     assert {p.relative_to(v1): p.read_bytes() for p in v1.rglob("*") if p.is_file()} == before
     assert verify_repository(repo)[contract.GEOMETRY_MODEL] == [1, 2]
@@ -168,7 +171,7 @@ def test_interrupted_export_leaves_no_version(tiny_run, tiny_repository, tmp_pat
 
     monkeypatch.setattr("gliodeploy.export.pipeline.write_card", boom)
     with pytest.raises(KeyboardInterrupt):
-        export_run(tiny_run, repo)
+        export_run(tiny_run, repo, threshold=0.5)
     assert sorted(p.relative_to(repo) for p in repo.rglob("*")) == snapshot
     verify_repository(repo)
 
@@ -189,7 +192,9 @@ def test_export_cli_and_verify_exit_codes(tiny_run, tmp_path, capsys):
 
     runner = CliRunner()
     repo = tmp_path / "repo"
-    res = runner.invoke(app, ["export", str(tiny_run), "--out", str(repo), "--format", "torchscript"])
+    res = runner.invoke(
+        app, ["export", str(tiny_run), "--out", str(repo), "--format", "torchscript", "--threshold", "0.5"]
+    )
     assert res.exit_code == 0, res.output
     assert (repo / contract.ENSEMBLE_MODEL / "1" / "model.pt").is_file()
     assert not config_paths(repo / contract.ENSEMBLE_MODEL)["local"].exists()
@@ -201,3 +206,103 @@ def test_export_cli_and_verify_exit_codes(tiny_run, tmp_path, capsys):
     assert code == ModelError.exit_code and "preprocessing.json" in err
     code, err = _exit_code(["export", str(tmp_path / "nope"), "--out", str(repo)], capsys)
     assert code == ModelError.exit_code and "plans.json" in err
+
+
+# ---- the operating point travels with the model (chosen on OOF by `gliodeploy evaluate`) -----------
+def _evaluated_run(tiny_run: Path, tmp_path: Path, *, calibrate: bool = False) -> Path:
+    """``tiny_run`` plus OOF predictions and the operating point `gliodeploy evaluate` would write."""
+    from gliodeploy.evaluation.operating_point import (
+        choose_operating_point,
+        file_sha256,
+        write_operating_point,
+    )
+
+    run = tmp_path / "evaluated_run"
+    shutil.copytree(tiny_run, run)
+    rng = np.random.default_rng(0)
+    labels = np.array([0, 1] * 10)
+    probs = np.clip(0.45 + 0.2 * labels + rng.normal(0, 0.15, labels.size), 0.01, 0.99)
+    rows = "".join(
+        f"sub-{i:02d},{i % 2},{p!r},{y},s,site\n" for i, (p, y) in enumerate(zip(probs, labels, strict=True))
+    )
+    (run / "oof_predictions.csv").write_text("subject,fold,probability,label,scanner,site\n" + rows)
+    op = choose_operating_point(
+        labels,
+        probs,
+        "specificity:0.8",
+        validation_mode="final",
+        calibrate=calibrate,
+        n_resamples=200,
+        oof_sha256=file_sha256(run / "oof_predictions.csv"),
+    )
+    write_operating_point(run, op)
+    return run
+
+
+def test_never_evaluated_run_needs_an_explicit_threshold(tiny_run, tmp_path):
+    with pytest.raises(ConfigError, match="never evaluated.*--threshold"):
+        export_run(tiny_run, tmp_path / "repo")
+    assert not (tmp_path / "repo").exists() or not any((tmp_path / "repo").iterdir())
+
+
+def test_export_ships_the_oof_operating_point(tiny_run, tmp_path):
+    run = _evaluated_run(tiny_run, tmp_path, calibrate=True)
+    op = json.loads((run / "operating_point.json").read_text())
+    assert op["method"] == "specificity>=0.80" and op["specificity"]["value"] >= 0.8 and op["temperature"]
+    repo = tmp_path / "repo"
+    result = export_run(run, repo)
+    card = json.loads((repo / contract.ENSEMBLE_MODEL / "1" / "metadata.json").read_text())
+    assert card["threshold"] == op["threshold"] != 0.5 and card["operating_point"] == op
+    assert "Operating point" in (repo / contract.ENSEMBLE_MODEL / "1" / "README.md").read_text()
+    cfg = parse_config(repo / contract.ENSEMBLE_MODEL / "configs" / "local.pbtxt")
+    assert float(cfg.parameters[contract.PARAM_THRESHOLD].string_value) == op["threshold"]
+    assert json.loads(cfg.parameters[contract.PARAM_OPERATING_POINT].string_value) == op
+    assert result.parity_max_abs_diff < 1e-4  # the temperature is inside the graph, parity-checked
+    # the graph applies the temperature to every fold's logit: compare with the fold models by hand
+    import onnxruntime as ort
+    import torch
+
+    x = np.random.default_rng(1).uniform(0, 3, (1, 1, *SHAPE)).astype(np.float32)
+    sess = ort.InferenceSession(str(repo / contract.ENSEMBLE_MODEL / "1" / "model.onnx"))
+    prob, folds, _ = sess.run(None, {"suv": x})
+    with torch.no_grad():
+        logits = [float(m(torch.from_numpy(x))) for m in RunDir(run).load_fold_models()]
+    expected = [1 / (1 + np.exp(-z / op["temperature"])) for z in logits]
+    np.testing.assert_allclose(folds[0], expected, atol=1e-5)
+    np.testing.assert_allclose(prob[0, 0], np.mean(expected), atol=1e-5)
+
+
+def test_stale_operating_point_is_refused(tiny_run, tmp_path):
+    run = _evaluated_run(tiny_run, tmp_path)
+    with open(run / "oof_predictions.csv", "a") as fh:  # retrained since the evaluation
+        fh.write("sub-99,0,0.5,1,s,site\n")
+    with pytest.raises(ModelError, match="other out-of-fold predictions"):
+        export_run(run, tmp_path / "repo")
+
+
+@pytest.mark.parametrize("target", ["config.pbtxt", "configs/local.pbtxt"])
+@pytest.mark.parametrize("param", ["threshold", "preprocessing", "operating_point"])
+def test_edited_decision_parameters_are_refused(tiny_repository, tmp_path, target, param, capsys):
+    repo = tmp_path / "repo"
+    shutil.copytree(tiny_repository, repo)
+    path = repo / contract.ENSEMBLE_MODEL / target
+    cfg = parse_config(path)
+    key = {
+        "threshold": contract.PARAM_THRESHOLD,
+        "preprocessing": contract.PARAM_PREPROCESSING,
+        "operating_point": contract.PARAM_OPERATING_POINT,
+    }[param]
+    value = cfg.parameters[key].string_value
+    if param == "threshold":
+        edited = "0.2"
+    else:
+        doc = json.loads(value)
+        doc["threshold" if param == "operating_point" else "tbr_scale"] = 0.2
+        edited = json.dumps(doc, sort_keys=True)
+    cfg.parameters[key].string_value = edited
+    path.write_text(config_text(cfg))
+    with pytest.raises(ModelError, match=f"{key}.*differs from version 1"):
+        verify_repository(repo)
+    for command in ("verify", "serve"):  # serve verifies before starting Triton: never served
+        code, err = _exit_code([command, str(repo)], capsys)
+        assert code != 0 and "differs from version 1" in err and "Traceback" not in err

@@ -77,14 +77,14 @@ def test_sigkill_during_fold_1_then_resume_equals_uninterrupted(
     _kill(job)
     assert (out / "fold_0" / "done.json").is_file() and not (out / "fold_1" / "done.json").exists()
     assert not (out / "oof_predictions.csv").exists()
-    fold0 = (out / "fold_0" / "model_best.safetensors").read_bytes()
+    fold0 = (out / "fold_0" / "model.safetensors").read_bytes()
     assert not [p for p in out.rglob("*") if p.name.startswith(".")]  # no torn temporary file is visible
 
     proc = subprocess.run(
         [*train, "--out", str(out), "--resume"], capture_output=True, text=True, timeout=300
     )
     assert proc.returncode == 0, proc.stderr
-    assert (out / "fold_0" / "model_best.safetensors").read_bytes() == fold0  # finished fold untouched
+    assert (out / "fold_0" / "model.safetensors").read_bytes() == fold0  # finished fold untouched
     assert (out / "oof_predictions.csv").read_text() == (reference / "oof_predictions.csv").read_text()
     with open(out / "oof_predictions.csv", newline="") as fh:
         assert len(list(csv.DictReader(fh))) > 0

@@ -160,7 +160,7 @@ def test_train_names_the_bad_manifest_row(
     run_dir = tmp_path / "run"
     proc = run([*CLI, "train", str(config), "--manifest", str(manifest), "--out", str(run_dir), "--quiet"])
     assert_clean_failure(proc, corpus[name])
-    assert not list(run_dir.glob("fold_*/model_best.safetensors"))
+    assert not list(run_dir.glob("fold_*/model.safetensors"))
 
 
 # -- export / verify / serve with a bad run directory or repository -----------------------------
@@ -178,10 +178,10 @@ def test_export_refuses_broken_run_dirs(tiny_run: Path, tmp_path: Path) -> None:
 def test_export_refuses_a_truncated_checkpoint(tiny_run: Path, tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     shutil.copytree(tiny_run, run_dir)
-    weights = run_dir / "fold_1" / "model_best.safetensors"
+    weights = run_dir / "fold_1" / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:200])
     proc = run([*CLI, "export", str(run_dir), "--out", str(tmp_path / "repo")])
-    assert_clean_failure(proc, "model_best.safetensors")
+    assert_clean_failure(proc, "model.safetensors")
 
 
 def test_verify_and_serve_refuse_broken_repositories(tiny_repository: Path, tmp_path: Path) -> None:

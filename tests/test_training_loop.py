@@ -47,7 +47,7 @@ def reference(config_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Ru
 
 
 def _weights(run: RunDir) -> list[dict[str, torch.Tensor]]:
-    return [load_file(str(run.best_weights(k))) for k in range(run.n_folds)]
+    return [load_file(str(run.weights(k))) for k in range(run.n_folds)]
 
 
 def _same_weights(a: RunDir, b: RunDir) -> bool:
@@ -61,7 +61,8 @@ def test_run_directory_layout_and_oof(reference: RunDir, cohort: Path, config_pa
     train = read_manifest(cohort).train
     plans = reference.plans()
     assert plans["folds"] == 2 and plans["model"]["name"] == "cnn3d"
-    assert plans["preprocessing"]["shape"] == [32, 32, 21] and plans["threshold"] == 0.5
+    assert plans["preprocessing"]["shape"] == [32, 32, 21] and "threshold" not in plans
+    assert plans["validation"]["mode"] == "final"  # honest by default: no selection on the fold
     assert reference.experiment_toml.read_text() == config_path.read_text()  # the config used, verbatim
     # OOF: every training subject exactly once, with its own label/scanner/site
     oof = reference.oof_predictions()
@@ -80,7 +81,7 @@ def test_run_directory_layout_and_oof(reference: RunDir, cohort: Path, config_pa
         n_val = len(json.loads(reference.splits_json.read_text())[k]["val"])
         assert rows[0] == ["subject", "epoch_0", "epoch_1"] and len(rows) == 1 + n_val
         done = json.loads(reference.done(k).read_text())
-        assert done["best_epoch"] in (0, 1)
+        assert done["validation"] == "final" and done["selected_epoch"] == 1  # the final epoch
         ckpt = torch.load(reference.checkpoint_last(k), weights_only=True)  # plain state only
         assert ckpt["epoch"] == 1 and "optimizer" in ckpt and "scheduler" in ckpt
     assert reference.suspect_csv.read_text().startswith("subject,fold,mean_val_loss,label")

@@ -48,6 +48,15 @@ class ModelInfo:
     threshold: float
     preprocessing: dict[str, Any]
     server: dict[str, Any] = field(default_factory=dict)
+    #: How the threshold was chosen and the sensitivity/specificity to expect at it (out-of-fold,
+    #: with CIs); None for models exported before operating points were published.
+    operating_point: dict[str, Any] | None = None
+
+    def operating_point_text(self) -> str:
+        """The operating point in one line (or the bare threshold for older exports)."""
+        if self.operating_point:
+            return contract.describe_operating_point(self.operating_point)
+        return f"threshold {self.threshold:.4g} (origin not published by this model)"
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict."""
@@ -451,12 +460,20 @@ def parse_model_info(
     try:
         threshold = float(_param(config, contract.PARAM_THRESHOLD, name))
         preprocessing = json.loads(_param(config, contract.PARAM_PREPROCESSING, name))
+        op_raw = (config.get("parameters") or {}).get(contract.PARAM_OPERATING_POINT)
+        operating_point = json.loads(_param(config, contract.PARAM_OPERATING_POINT, name)) if op_raw else None
     except ValueError as exc:
         raise InvalidResponseError(
             f"model {name!r}: unreadable gliodeploy parameter in its config: {exc}"
         ) from exc
     if not (0.0 < threshold < 1.0):
         raise InvalidResponseError(f"model {name!r}: decision threshold {threshold} is not in (0, 1)")
+    if operating_point is not None and (
+        not isinstance(operating_point, dict) or operating_point.get("threshold") != threshold
+    ):
+        raise InvalidResponseError(
+            f"model {name!r}: its published operating point does not match its threshold {threshold}"
+        )
     grid = tuple(int(s) for s in preprocessing.get("shape", ()))
     if grid != tuple(shape[2:]):
         raise InvalidResponseError(
@@ -477,6 +494,7 @@ def parse_model_info(
         threshold=threshold,
         preprocessing=dict(preprocessing),
         server={k: server[k] for k in ("name", "version") if k in server},
+        operating_point=operating_point,
     )
 
 

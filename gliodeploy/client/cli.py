@@ -202,9 +202,10 @@ def predict(
     if as_json:
         text = to_json(results, {"model": info.to_dict()})
     elif as_csv:
-        text = to_csv(results)
+        text = to_csv(results, info)
     else:
-        text = "".join(human_line(r) + "\n" for r in results)
+        header = f"{info.name} v{info.version or '?'}: operating point {info.operating_point_text()}\n"
+        text = header + "".join(human_line(r) + "\n" for r in results)
     _emit(text, output)
     for r in results:
         if not r.ok and (as_json or as_csv or output is not None):
@@ -256,7 +257,8 @@ def info(
     header: list[str] | None = HEADER,
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
-    """Show the model: versions, folds, decision threshold, model grid and preprocessing."""
+    """Show the model: versions, folds, operating point (decision threshold, how it was chosen, expected
+    sensitivity/specificity), model grid and preprocessing."""
     with _client(url, protocol, model, version, timeout, retries, ssl, ca_file, header) as client:
         mi = client.info()
     if as_json:
@@ -266,8 +268,9 @@ def info(
     typer.echo(
         f"model {mi.name} version {mi.version or '?'} (versions: {', '.join(mi.versions) or '?'}) on "
         f"{mi.server.get('name', 'server')} {mi.server.get('version', '')}\n"
-        f"  folds: {mi.folds if mi.folds is not None else 'dynamic'}; threshold: {mi.threshold:.4f}; "
+        f"  folds: {mi.folds if mi.folds is not None else 'dynamic'}; "
         f"input: {mi.input_datatype} [B, 1, {', '.join(map(str, mi.grid_shape))}]\n"
+        f"  operating point: {mi.operating_point_text()}\n"
         f"  preprocessing: spacing {pre.get('spacing')} mm, shape {pre.get('shape')}, "
         f"normalization {pre.get('normalization')}"
     )

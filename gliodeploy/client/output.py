@@ -8,7 +8,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from gliodeploy.client.api import Prediction, ScanFailure
+from gliodeploy.client.api import ModelInfo, Prediction, ScanFailure
 
 CSV_COLUMNS = [
     "source",
@@ -28,6 +28,9 @@ CSV_COLUMNS = [
     "time_preprocess",
     "time_request",
     "time_total",
+    "threshold_method",
+    "expected_sensitivity",
+    "expected_specificity",
     "error_type",
     "error",
 ]
@@ -57,8 +60,18 @@ def to_json(results: Sequence[Prediction | ScanFailure], extra: dict[str, Any] |
     return json.dumps(doc, indent=2) + "\n"
 
 
-def to_csv(results: Sequence[Prediction | ScanFailure]) -> str:
-    """One CSV row per scan (fold probabilities joined with ``;``; empty cells for failures)."""
+def to_csv(results: Sequence[Prediction | ScanFailure], info: ModelInfo | None = None) -> str:
+    """One CSV row per scan (fold probabilities joined with ``;``; empty cells for failures).
+
+    With the model's ``info``, each row also names how its threshold was chosen and the
+    out-of-fold sensitivity/specificity expected at it.
+    """
+    op = (info.operating_point if info is not None else None) or {}
+    expected = {
+        "threshold_method": op.get("method", ""),
+        "expected_sensitivity": (op.get("sensitivity") or {}).get("value", ""),
+        "expected_specificity": (op.get("specificity") or {}).get("value", ""),
+    }
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, lineterminator="\n")
     writer.writeheader()
@@ -79,6 +92,7 @@ def to_csv(results: Sequence[Prediction | ScanFailure]) -> str:
             "fold_probs": ";".join(f"{p:.6f}" for p in r.fold_probs),
             "model_name": r.model_name,
             "model_version": r.model_version,
+            **expected,
         }
         row.update({f"time_{k}": f"{v:.4f}" for k, v in r.timings.items() if f"time_{k}" in CSV_COLUMNS})
         writer.writerow(row)

@@ -92,3 +92,33 @@ def load_or_create_splits(path: str | Path, rows: list[ManifestRow], n_folds: in
     splits = make_splits(rows, n_folds, seed)
     atomic_write(path, json.dumps(splits, indent=2) + "\n")
     return splits
+
+
+def make_inner_split(rows: list[ManifestRow], fraction: float, seed: int) -> tuple[list[str], list[str]]:
+    """Hold out ``fraction`` of a fold's training patients for early stopping (``validation = "inner"``).
+
+    Stratified on label x scanner when every stratum has at least two patients, else on the label
+    alone; deterministic for a given seed. Returns ``(fit_subjects, inner_val_subjects)``, sorted.
+    The outer validation fold is never involved, so its OOF predictions stay unbiased.
+    """
+    from collections import Counter
+
+    from sklearn.model_selection import StratifiedShuffleSplit
+
+    subjects = [r.subject for r in rows]
+    strata = [r.stratum for r in rows]
+    if min(Counter(strata).values()) < 2:
+        strata = [str(r.label) for r in rows]
+    if min(Counter(strata).values()) < 2:
+        raise ConfigError(
+            f"cannot carve an inner validation split out of {len(rows)} training patients: "
+            "a class has fewer than 2 patients (use validation = 'final')"
+        )
+    n_inner = max(len(set(strata)), round(fraction * len(rows)))
+    if n_inner >= len(rows) - len(set(strata)):
+        raise ConfigError(
+            f"inner_val_fraction {fraction} leaves too few of {len(rows)} training patients to fit on"
+        )
+    sss = StratifiedShuffleSplit(n_splits=1, test_size=n_inner, random_state=seed)
+    fit_idx, inner_idx = next(sss.split(subjects, strata))
+    return sorted(subjects[i] for i in fit_idx), sorted(subjects[i] for i in inner_idx)

@@ -28,21 +28,43 @@ def evaluate(
     allow_no_test: bool = typer.Option(
         False, "--allow-no-test", help="Report validation only when the manifest has no test split."
     ),
+    operating_point: str = typer.Option(
+        "youden",
+        "--operating-point",
+        help="How the served decision threshold is chosen on the out-of-fold predictions: youden, "
+        "sensitivity:0.90 (highest threshold keeping that OOF sensitivity), specificity:0.80, or a "
+        "fixed number such as 0.62. Written to RUN_DIR/operating_point.json; `gliodeploy export` ships it.",
+    ),
+    calibrate: bool = typer.Option(
+        False,
+        "--calibrate/--no-calibrate",
+        help="Fit a temperature on the OOF predictions; the threshold is chosen on the calibrated "
+        "probabilities and the export applies the temperature inside the graph.",
+    ),
 ) -> None:
     """Evaluate trained runs: validation (out-of-fold) and external-test metrics with 95 % bootstrap CIs,
     the TBRmax baseline side by side, and a self-contained HTML report.
 
     Writes OUT/report.html (open it in a browser), OUT/report.md and OUT/metrics.json. Test predictions
-    are the mean probability of the fold models on the manifest's split == "test" scans.
+    are the mean probability of the fold models on the manifest's split == "test" scans. Each run's
+    operating point (decision threshold + expected sensitivity/specificity, chosen on its OOF
+    predictions only) is written to RUN_DIR/operating_point.json for `gliodeploy export`.
     """
     from gliodeploy.data.manifest import read_manifest
     from gliodeploy.errors import InputError, ModelError
     from gliodeploy.evaluation import inference
     from gliodeploy.evaluation.evaluate import BootstrapSettings
-    from gliodeploy.evaluation.report import ReportInputs, write_report
+    from gliodeploy.evaluation.operating_point import (
+        choose_operating_point,
+        file_sha256,
+        parse_method,
+        write_operating_point,
+    )
+    from gliodeploy.evaluation.report import ReportInputs, run_validation_mode, write_report
     from gliodeploy.evaluation.rundata import load_run
     from gliodeploy.training.rundir import RunDir
 
+    parse_method(operating_point)  # a bad --operating-point fails before any work
     runs = [load_run(p) for p in run_dirs]
     seen: dict[str, int] = {}
     for r in runs:  # two runs of the same experiment: keep table rows distinguishable
@@ -66,6 +88,21 @@ def evaluate(
         manifest=str(cohort.path),
         distribution=[(r.split, r.site, r.scanner, r.label) for r in cohort.rows],
     )
+    boot = BootstrapSettings(n_resamples=bootstrap, seed=seed)
+    for r in runs:
+        try:
+            inputs.operating_points[r.name] = choose_operating_point(
+                r.oof.labels,
+                r.oof.scores,
+                operating_point,
+                validation_mode=run_validation_mode(r.plans),
+                calibrate=calibrate,
+                n_resamples=bootstrap,
+                seed=seed,
+                oof_sha256=file_sha256(r.path / "oof_predictions.csv"),
+            )
+        except InputError as exc:
+            raise ModelError(f"{r.path}: cannot choose an operating point: {exc}") from exc
     configs = {}
     for r in runs:
         cfg = inference.preprocessing_config(r.plans, r.path)
@@ -92,8 +129,22 @@ def evaluate(
 
     out_dir = out or runs[0].path / "evaluation"
     try:
-        paths = write_report(inputs, out_dir, BootstrapSettings(n_resamples=bootstrap, seed=seed))
+        paths = write_report(inputs, out_dir, boot)
     except InputError as exc:
         raise ModelError(f"cannot evaluate: {exc}") from exc
+    for r in runs:  # after the report succeeded: the run's shipped decision rule
+        op = inputs.operating_points[r.name]
+        path = write_operating_point(r.path, op)
+        typer.echo(f"[{r.name}] operating point: {op.summary()} -> {path}")
+    import json
+
+    for entry in json.loads(paths["metrics"].read_text(encoding="utf-8"))["runs"]:
+        auc = entry["validation"]["thresholds"]["0.5"]["metrics"]["roc_auc"]
+        typer.echo(
+            f"[{entry['name']}] OOF AUC {auc['value']:.3f} [{auc['low']:.3f}-{auc['high']:.3f}] "
+            f"(validation: {entry['validation_mode']})"
+        )
+        for note in entry.get("diagnosis", []):
+            typer.echo(f"[{entry['name']}] warning: {note}")
     for kind, path in paths.items():
         typer.echo(f"{kind}: {path}")

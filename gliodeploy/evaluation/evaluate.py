@@ -2,13 +2,18 @@
 
 For every run: validation = the out-of-fold (OOF) predictions of cross-validation; test = the
 fold-ensemble mean probability on ``split == "test"``. Two decision thresholds are reported: 0.5 and
-Youden's threshold chosen **on OOF only** and applied unchanged to the test set. Temperature scaling
-is fitted on OOF and only changes calibration (never the ranking). The TBR baseline is evaluated the
-same way, with the literature's cut-offs and a Youden cut-off chosen on the training split.
+the run's operating point (gliodeploy.evaluation.operating_point), chosen **on OOF only** and applied
+unchanged to the test set. Temperature scaling is fitted on OOF and only changes calibration (never
+the ranking). A run trained with ``validation = "study"`` (epoch chosen on the validation fold) is
+flagged optimistic, and :func:`learning_diagnosis` says in words when a model did not learn. The
+TBR baseline is evaluated the same way, with the literature's cut-offs and a Youden cut-off chosen on
+the training split.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +21,7 @@ import numpy as np
 
 from gliodeploy.evaluation import metrics as M
 from gliodeploy.evaluation.baseline import LITERATURE_CUTOFFS
+from gliodeploy.evaluation.operating_point import OperatingPoint
 from gliodeploy.evaluation.rundata import Predictions
 
 
@@ -82,32 +88,123 @@ def _fold_spread(pred: Predictions, threshold: float) -> dict[str, Any]:
     return {"per_fold": per_fold, "spread": spread}
 
 
+def _temperature_scaled(pred: Predictions, temperature: float | None) -> Predictions:
+    """Scores as the exported graph computes them: temperature on every fold's logit, then the mean."""
+    if not temperature:
+        return pred
+    if pred.fold_scores is not None:
+        folds = M.apply_temperature(pred.fold_scores, temperature)
+        return dataclasses.replace(pred, scores=folds.mean(axis=1), fold_scores=folds)
+    return dataclasses.replace(pred, scores=M.apply_temperature(pred.scores, temperature))
+
+
+def _fold_agreement(pred: Predictions, threshold: float) -> dict[str, float]:
+    """How often the ensemble's decision equals each fold's alone (the averaging's effect on decisions)."""
+    assert pred.fold_scores is not None
+    ens = pred.scores >= threshold
+    folds = pred.fold_scores >= threshold
+    return {
+        "decisions_equal_to_ensemble": float((folds == ens[:, None]).mean()),
+        "scans_all_folds_agree": float((folds.all(axis=1) | (~folds).all(axis=1)).mean()),
+    }
+
+
+def learning_diagnosis(result: dict[str, Any], oof: Predictions, test: Predictions | None) -> list[str]:
+    """What a reader must know about whether the model learned, in words (empty list: nothing alarming).
+
+    The numbers are in the tables; these sentences say what they mean, so a model that did not learn
+    is never presented as one that did.
+    """
+    notes: list[str] = []
+    auc = result["validation"]["thresholds"]["0.5"]["metrics"]["roc_auc"]
+    if result.get("validation_mode") == "study":
+        notes.append(
+            "The out-of-fold figures come from models selected on these same patients (validation = "
+            "'study', the 2024 study's protocol): they are optimistic. Retrain with the default "
+            "validation = 'final' for an unbiased estimate."
+        )
+    if auc["low"] <= 0.5:
+        notes.append(
+            f"No evidence that the model learned: the out-of-fold AUC is {auc['value']:.2f} and its 95 % CI "
+            f"({auc['low']:.2f}-{auc['high']:.2f}) includes 0.5 (chance)."
+        )
+    q1, q3 = np.percentile(oof.scores, [25, 75])
+    if q3 - q1 < 0.05:
+        notes.append(
+            f"Probabilities barely spread: the out-of-fold interquartile range is {q3 - q1:.3f} "
+            f"({q1:.2f}-{q3:.2f}); the model gives nearly every patient the same probability."
+        )
+    op = result.get("operating_point")
+    if op is not None:
+        for split, pred in (("out-of-fold", oof), ("external test", test)):
+            if pred is None:
+                continue
+            calls = pred.scores >= op["threshold"]
+            if calls.all() or not calls.any():
+                word = "recurrence" if calls.all() else "treatment-related change"
+                notes.append(
+                    f"At the operating point ({op['threshold']:.3g}) every {split} scan is called '{word}'."
+                )
+    if test is not None and result.get("test"):
+        tauc = result["test"]["thresholds"]["0.5"]["metrics"]["roc_auc"]
+        if not math.isnan(tauc["low"]) and tauc["low"] <= 0.5:
+            notes.append(
+                f"On the external test set the AUC is {tauc['value']:.2f} with a 95 % CI "
+                f"({tauc['low']:.2f}-{tauc['high']:.2f}) that includes 0.5: no evidence it transfers."
+            )
+    return notes
+
+
 def evaluate_run(
-    name: str, oof: Predictions, test: Predictions | None, boot: BootstrapSettings
+    name: str,
+    oof: Predictions,
+    test: Predictions | None,
+    boot: BootstrapSettings,
+    *,
+    operating_point: OperatingPoint | None = None,
+    validation_mode: str = "study",
 ) -> dict[str, Any]:
-    """Metrics of one run on validation (OOF) and, if given, the external test set."""
+    """Metrics of one run on validation (OOF) and, if given, the external test set.
+
+    ``operating_point`` (chosen on these OOF predictions) adds its threshold beside 0.5; with a
+    temperature, both splits are scored as the exported graph scores them. ``validation_mode`` is the
+    run's ``training.validation`` (runs without one selected on the fold: ``"study"``).
+    """
     youden = M.youden_threshold(oof.labels, oof.scores)
-    thresholds = {"0.5": M.DEFAULT_THRESHOLD, "youden": youden}
     temperature = M.fit_temperature(oof.labels, oof.scores)
+    thresholds = {"0.5": M.DEFAULT_THRESHOLD}
+    if operating_point is not None:
+        oof = _temperature_scaled(oof, operating_point.temperature)
+        test = _temperature_scaled(test, operating_point.temperature) if test is not None else None
+        thresholds["operating_point"] = operating_point.threshold
     result: dict[str, Any] = {
         "name": name,
+        "validation_mode": validation_mode,
+        "optimistic": validation_mode == "study",
+        "operating_point": operating_point.to_dict() if operating_point is not None else None,
         "youden_threshold": youden,
         "temperature": temperature,
         "validation": _split_summary(oof, thresholds, boot),
         "test": None,
     }
+    q = np.percentile(oof.scores, [25, 50, 75])
+    result["validation"]["probability_quartiles"] = [float(v) for v in q]
     result["validation"]["ece"] = M.expected_calibration_error(oof.labels, oof.scores)
     result["validation"]["ece_temperature_scaled"] = M.expected_calibration_error(
         oof.labels, M.apply_temperature(oof.scores, temperature)
     )
     if test is not None:
         result["test"] = _split_summary(test, thresholds, boot)
+        result["test"]["probability_quartiles"] = [float(v) for v in np.percentile(test.scores, [25, 50, 75])]
         result["test"]["ece"] = M.expected_calibration_error(test.labels, test.scores)
         result["test"]["ece_temperature_scaled"] = M.expected_calibration_error(
             test.labels, M.apply_temperature(test.scores, temperature)
         )
         if test.fold_scores is not None:
             result["test"]["folds"] = _fold_spread(test, M.DEFAULT_THRESHOLD)
+            if operating_point is not None:
+                result["test"]["fold_agreement"] = _fold_agreement(test, operating_point.threshold)
+    result["diagnosis"] = learning_diagnosis(result, oof, test)
     return result
 
 

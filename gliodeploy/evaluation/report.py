@@ -26,8 +26,16 @@ from gliodeploy.evaluation.evaluate import (
     evaluate_run,
 )
 from gliodeploy.evaluation.metrics import METRIC_NAMES, Estimate
+from gliodeploy.evaluation.operating_point import OperatingPoint, describe
 from gliodeploy.evaluation.rundata import Predictions, RunData
 from gliodeploy.utils.atomic import atomic_write
+
+#: How each validation mode's OOF figures were obtained, in the report's words.
+VALIDATION_TEXT = {
+    "final": "final epoch of a fixed schedule; the validation fold never chose anything (unbiased OOF)",
+    "inner": "early stopping on an inner split of the training folds; validation fold unseen (unbiased OOF)",
+    "study": "best epoch on the validation fold itself - model selected on these patients (optimistic)",
+}
 
 #: Section ids of the HTML report, in order (tests check every one is present).
 SECTIONS: dict[str, str] = {
@@ -64,11 +72,28 @@ class ReportInputs:
     baseline_params: dict[str, dict[str, Any]] = field(default_factory=dict)  # subject -> parameters
     distribution: list[tuple[str, str, str, int]] = field(default_factory=list)  # split, site, scanner, label
     manifest: str | None = None
+    operating_points: dict[str, OperatingPoint] = field(default_factory=dict)  # by run name
+
+
+def run_validation_mode(plans: dict[str, Any]) -> str:
+    """``training.validation`` of a run from its plans (runs from before the modes: ``"study"``)."""
+    v = plans.get("validation")
+    return str(v.get("mode", "study")) if isinstance(v, dict) else "study"
 
 
 def compute_metrics(inputs: ReportInputs, boot: BootstrapSettings) -> dict[str, Any]:
     """All numbers of the report, as written to metrics.json."""
-    runs = [evaluate_run(r.name, r.oof, inputs.test.get(r.name), boot) for r in inputs.runs]
+    runs = [
+        evaluate_run(
+            r.name,
+            r.oof,
+            inputs.test.get(r.name),
+            boot,
+            operating_point=inputs.operating_points.get(r.name),
+            validation_mode=run_validation_mode(r.plans),
+        )
+        for r in inputs.runs
+    ]
     for entry, run in zip(runs, inputs.runs, strict=True):
         entry["path"] = str(run.path)
         entry["model"] = run.plans.get("model", {})
@@ -156,6 +181,7 @@ table{border-collapse:collapse;margin:0.6em 0;font-size:13px}
 th,td{border:1px solid #ccc;padding:3px 7px;text-align:left}
 th{background:#f0f0f0}section{margin-bottom:2em}img{max-width:100%;border:1px solid #eee;margin:4px}
 .note{color:#555;font-size:13px}code{background:#f5f5f5;padding:0 3px}
+.warn{color:#8a4b00;background:#fff4e0;padding:4px 8px}
 """
 
 
@@ -172,27 +198,45 @@ def render(metrics: dict[str, Any], inputs: ReportInputs, *, curve_resamples: in
         f"<p class='note'>95 % CIs: {html.escape(boot['method'])}, {boot['n_resamples']} resamples, seed "
         f"{boot['seed']}. Validation = out-of-fold predictions of cross-validation; "
         "test = fold-ensemble mean probability on the held-out split. "
-        "Youden thresholds are chosen on OOF (CNN) or the training split "
+        "Operating points are chosen on OOF (CNN) or the training split "
         "(baseline) only and applied unchanged to the test set.</p><ul>",
     ]
     for r in runs:
+        mode = r["validation_mode"]
+        mode_text = VALIDATION_TEXT.get(mode, mode)
+        op = r.get("operating_point")
+        op_text = describe(op) if op else f"no operating point; Youden threshold {r['youden_threshold']:.3f}"
         summary.append(
-            f"<li><b>{html.escape(r['name'])}</b> ({html.escape(str(r['model'].get('name', '?')))}, "
-            f"<code>{html.escape(r['path'])}</code>): Youden threshold {r['youden_threshold']:.3f}, "
-            f"temperature {r['temperature']:.2f}</li>"
+            f"<li data-run='{html.escape(r['name'])}' data-validation='{html.escape(mode)}'>"
+            f"<b>{html.escape(r['name'])}</b> ({html.escape(str(r['model'].get('name', '?')))}, "
+            f"<code>{html.escape(r['path'])}</code>)<br>Validation: {html.escape(mode_text)}"
+            f"<br>Operating point: {html.escape(op_text)}"
+            + "".join(f"<br><b>&#9888; {html.escape(n)}</b>" for n in r.get("diagnosis", []))
+            + "</li>"
         )
+        md += [f"- {r['name']}: validation {mode_text}", f"  - operating point: {op_text}"]
+        md += [f"  - **{n}**" for n in r.get("diagnosis", [])]
     summary.append("</ul>")
     body["summary"] = "".join(summary)
-    md += [f"- {r['name']}: Youden threshold {r['youden_threshold']:.3f} (OOF)" for r in runs] + [""]
+    md += [""]
+    optimistic = [r["name"] for r in runs if r.get("optimistic")]
+    if optimistic:
+        body["validation-metrics"] = (
+            "<p class='warn' data-optimistic='1'><b>Model selected on these patients (optimistic):</b> "
+            f"{html.escape(', '.join(optimistic))} chose each fold's epoch on the validation fold itself.</p>"
+        )
 
-    body["validation-metrics"] = _table_html(table, "validation")
+    body["validation-metrics"] = body.get("validation-metrics", "") + _table_html(table, "validation")
     body["test-metrics"] = _table_html(table, "test") + "".join(
         f"<p data-pair='{html.escape(c['a'])}|{html.escape(c['b'])}'>{html.escape(c['a'])} vs "
         f"{html.escape(c['b'])}: test AUC difference {Estimate(**c['delta']).format(3)}, paired bootstrap "
         f"p = {c['p_value']:.3f} (n = {c['n']}).</p>"
         for c in metrics["test_auc_pairwise"]
     )
-    md += ["## Validation (out-of-fold)", "", _table_md(table, "validation"), "## External test", ""]
+    md += ["## Validation (out-of-fold)", ""]
+    if optimistic:
+        md += [f"**Model selected on these patients (optimistic):** {', '.join(optimistic)}", ""]
+    md += [_table_md(table, "validation"), "## External test", ""]
     md += [_table_md(table, "test")]
 
     # Baseline side by side

@@ -55,7 +55,7 @@ def load_models(run_dir: str | Path, fold: int | None) -> tuple[list, list[int]]
         raise InputError(f"--fold {fold} out of range: the run has folds 0..{run.n_folds - 1}")
     from safetensors.torch import load_file
 
-    weights = run.best_weights(fold)
+    weights = run.weights_to_load(fold)
     if not weights.is_file() or not run.is_fold_done(fold):
         raise ModelError(f"{run_dir}: fold {fold} is not finished (no done.json / {weights.name})")
     model = run.build_model()

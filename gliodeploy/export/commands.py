@@ -25,13 +25,21 @@ def export(
     fmt: str | None = typer.Option(
         None, "--format", help="onnx (default) or torchscript (deprecated upstream); overrides the profile."
     ),
+    threshold: float | None = typer.Option(
+        None,
+        "--threshold",
+        help="Ship this decision threshold instead of the operating point `gliodeploy evaluate` chose on "
+        "the out-of-fold predictions (RUN_DIR/operating_point.json). Required for a run never evaluated.",
+    ),
 ) -> None:
     """Export the fold ensemble of RUN_DIR as the next version of a Triton model repository.
 
     Writes gliodeploy_ensemble (ONNX graph + GPU/CPU/local configurations), gliodeploy_geometry
     (server-side preprocessing) and gliodeploy_native (geometry -> ensemble), each version with a
-    model card and SHA256SUMS. The exported graph is checked against PyTorch on synthetic scans;
-    the export fails if they differ. Existing versions are never modified.
+    model card and SHA256SUMS. The decision threshold is the run's operating point, chosen by
+    `gliodeploy evaluate` on the out-of-fold predictions (or --threshold). The exported graph is
+    checked against PyTorch on synthetic scans; the export fails if they differ. Existing versions
+    are never modified.
     """
     import dataclasses
 
@@ -47,11 +55,14 @@ def export(
         prof = dataclasses.replace(prof, format=fmt)
     console = Console(stderr=True)
     with console.status(f"exporting {run_dir} ({prof.format}, profile {prof.name}) and checking parity..."):
-        result = export_run(run_dir, out, profile=prof)
+        result = export_run(run_dir, out, profile=prof, threshold=threshold)
     typer.echo(
         f"exported version {result.version} to {result.repository} "
         f"(parity max abs diff {result.parity_max_abs_diff:.2g})"
     )
+    from gliodeploy.evaluation.operating_point import describe
+
+    typer.echo(f"operating point: {describe(result.operating_point)}")
 
 
 def verify(

@@ -19,17 +19,23 @@ class EnsembleModule(nn.Module):
     Input ``suv``: float32 ``[B, 1, X, Y, Z]`` brain-masked SUV on the model grid (each fold model
     normalises it itself). Outputs, in this order (the names of :mod:`gliodeploy.contract`):
 
-    * ``probability`` ``[B, 1]``: mean of the folds' P(recurrence);
+    * ``probability`` ``[B, 1]``: mean of the folds' P(recurrence) (each ``sigmoid(logit / T)`` when the
+      operating point carries a temperature ``T``);
     * ``fold_probabilities`` ``[B, K]``: each fold's P(recurrence);
     * ``logit`` ``[B, 1]``: logit of the mean probability (clamped to ``[LOGIT_EPS, 1-LOGIT_EPS]``),
       so that ``sigmoid(logit) == probability`` up to the clamp.
     """
 
-    def __init__(self, fold_models: Sequence[nn.Module]) -> None:
+    def __init__(self, fold_models: Sequence[nn.Module], temperature: float | None = None) -> None:
         super().__init__()
         if len(fold_models) == 0:
             raise ModelError("cannot build an ensemble from zero fold models")
+        if temperature is not None and not temperature > 0:
+            raise ModelError(f"temperature must be > 0, got {temperature}")
         self.folds = nn.ModuleList(fold_models)
+        # The operating point's temperature (fitted on OOF logits): every fold's logit is divided by
+        # it before the sigmoid, so the served probability is on the scale the threshold was chosen on.
+        self.temperature = float(temperature) if temperature else None
         self.eval()
 
     @property
@@ -39,7 +45,8 @@ class EnsembleModule(nn.Module):
 
     def forward(self, suv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         # Each fold returns one logit [B, 1]; concatenating gives [B, K].
-        fold_prob = torch.cat([torch.sigmoid(m(suv)) for m in self.folds], dim=1)
+        t = self.temperature
+        fold_prob = torch.cat([torch.sigmoid(m(suv) / t if t else m(suv)) for m in self.folds], dim=1)
         prob = fold_prob.mean(dim=1, keepdim=True)
         p = prob.clamp(LOGIT_EPS, 1.0 - LOGIT_EPS)
         logit = torch.log(p) - torch.log1p(-p)

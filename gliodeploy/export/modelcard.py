@@ -14,8 +14,11 @@ from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any
 
+from gliodeploy import contract
 from gliodeploy.errors import ModelError
 from gliodeploy.export.repository import MODELS, validate_configs, versions
+
+ENSEMBLE = contract.ENSEMBLE_MODEL
 
 CHECKSUMS = "SHA256SUMS"
 _PACKAGES = ("gliodeploy", "torch", "onnx", "onnxruntime", "numpy", "SimpleITK", "monai", "nvidia-pytriton")
@@ -79,6 +82,7 @@ def render_readme(card: dict[str, Any]) -> str:
         f"- Architecture: {card.get('architecture', '-')}; folds: {card.get('folds', '-')}",
         f"- Labels: {card.get('label_names')}; decision threshold: {card.get('threshold')}",
         "",
+        *_operating_point_lines(card),
         "## Tensors",
         "",
         "| direction | name | type | shape |",
@@ -112,6 +116,24 @@ def render_readme(card: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _operating_point_lines(card: dict[str, Any]) -> list[str]:
+    op = card.get("operating_point")
+    if not op:
+        return []
+    from gliodeploy.evaluation.operating_point import describe
+
+    validation = (card.get("validation") or {}).get("selection", op.get("validation_mode"))
+    return [
+        "## Operating point",
+        "",
+        f"- {describe(op)}",
+        f"- Chosen on: {op.get('fitted_on')}",
+        f"- Out-of-fold models: {validation}",
+        "- Served probability: the mean of the folds' probabilities, compared with the threshold unchanged.",
+        "",
+    ]
+
+
 def verify_version(folder: Path) -> None:
     """Check a version folder against its ``SHA256SUMS``: missing, extra or changed files raise ModelError."""
     sums_file = folder / CHECKSUMS
@@ -138,7 +160,7 @@ def verify_version(folder: Path) -> None:
 def verify_repository(repo: str | os.PathLike[str]) -> dict[str, list[int]]:
     """Verify configurations and every version's checksums; returns model -> verified versions."""
     repo = Path(repo)
-    validate_configs(repo)
+    configs = validate_configs(repo)
     out: dict[str, list[int]] = {}
     for model in MODELS:
         found = versions(repo / model)
@@ -147,4 +169,42 @@ def verify_repository(repo: str | os.PathLike[str]) -> dict[str, list[int]]:
         for v in found:
             verify_version(repo / model / str(v))
         out[model] = found
+    check_published_parameters(repo, configs, max(out[ENSEMBLE]))
     return out
+
+
+def check_published_parameters(repo: Path, configs: dict[Path, Any], version: int) -> None:
+    """The decision rule and preprocessing a client reads from the configurations must be the ones in
+    the served (latest) version's ``metadata.json``, which its ``SHA256SUMS`` covers.
+
+    Configurations are not hashed (deployments legitimately change instance groups or batching), but
+    these parameters decide every answer: an edited threshold or preprocessing is refused.
+    """
+    meta_path = repo / ENSEMBLE / str(version) / "metadata.json"
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ModelError(f"cannot read {meta_path}: {exc}") from exc
+    expected = {
+        contract.PARAM_THRESHOLD: meta.get("threshold"),
+        contract.PARAM_PREPROCESSING: meta.get("preprocessing"),
+        contract.PARAM_OPERATING_POINT: meta.get("operating_point"),
+    }
+    for path, cfg in configs.items():
+        if path.parent.name != ENSEMBLE and path.parent.parent.name != ENSEMBLE:
+            continue
+        for key, want in expected.items():
+            if want is None:
+                continue  # versions exported before this parameter existed
+            if key not in cfg.parameters:
+                raise ModelError(f"{path}: parameter {key!r} is missing (exported version {version} has it)")
+            raw = cfg.parameters[key].string_value
+            try:
+                got = float(raw) if key == contract.PARAM_THRESHOLD else json.loads(raw)
+            except (ValueError, json.JSONDecodeError):
+                raise ModelError(f"{path}: parameter {key!r} is malformed: {raw[:80]!r}") from None
+            if got != want:
+                raise ModelError(
+                    f"{path}: parameter {key!r} differs from version {version}'s metadata.json "
+                    "(edited after export?): re-export instead of editing a configuration"
+                )

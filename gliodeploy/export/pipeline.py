@@ -38,6 +38,7 @@ class ExportResult:
     version: int
     parity_max_abs_diff: float
     files: list[Path]
+    operating_point: dict[str, Any]
 
 
 def remove_stale_staging(repo: Path) -> list[Path]:
@@ -117,8 +118,14 @@ def export_models(
     profile: ExportProfile | None = None,
     parity_inputs: np.ndarray | None = None,
     run_dir: str | os.PathLike[str] | None = None,
+    operating_point: dict[str, Any],
 ) -> ExportResult:
-    """Export trained fold models (with their run's ``plans``) as the next version of ``out``."""
+    """Export trained fold models (with their run's ``plans``) as the next version of ``out``.
+
+    ``operating_point`` (an :class:`~gliodeploy.evaluation.operating_point.OperatingPoint` dict, see
+    :func:`resolve_operating_point`) becomes the version's decision rule: its threshold and
+    temperature go into the graph's configuration and metadata.
+    """
     from gliodeploy.export.ensemble import EnsembleModule
     from gliodeploy.export.onnx_export import export_onnx, export_torchscript
     from gliodeploy.serving.triton_models import GEOMETRY_MODEL, ONNX_RUNTIME_MODEL
@@ -129,13 +136,15 @@ def export_models(
         cfg = PreprocessConfig.from_dict(plans["preprocessing"])
     except KeyError:
         raise ModelError("plans have no 'preprocessing' section") from None
-    ensemble = EnsembleModule(list(fold_models))
+    threshold = float(operating_point["threshold"])
+    ensemble = EnsembleModule(list(fold_models), temperature=operating_point.get("temperature"))
     spec = EnsembleSpec(
         grid_shape=tuple(cfg.shape),
         num_folds=ensemble.num_folds,
         format=profile.format,
         preprocessing_json=json.dumps(cfg.to_dict(), sort_keys=True),
-        threshold=float(plans.get("threshold", 0.5)),
+        threshold=threshold,
+        operating_point_json=json.dumps(operating_point, sort_keys=True),
     )
     if parity_inputs is None:
         parity_inputs = synthetic_parity_inputs(cfg)
@@ -177,7 +186,9 @@ def export_models(
             "preprocessing": cfg.to_dict(),
             "label_names": list(plans.get("label_names") or contract.LABEL_NAMES),
             "positive_label": plans.get("positive_label", 1),
-            "threshold": float(plans.get("threshold", 0.5)),
+            "threshold": threshold,
+            "operating_point": operating_point,
+            "validation": plans.get("validation"),
             "metrics": _read_metrics(Path(run_dir)) if run_dir else None,
             "packages": package_versions(),
             "profile": profile.to_dict(),
@@ -233,8 +244,65 @@ def export_models(
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return ExportResult(
-        repository=repo, version=version, parity_max_abs_diff=report.max_abs_diff, files=files
+        repository=repo,
+        version=version,
+        parity_max_abs_diff=report.max_abs_diff,
+        files=files,
+        operating_point=operating_point,
     )
+
+
+def resolve_operating_point(
+    run_dir: str | os.PathLike[str], threshold: float | None = None
+) -> dict[str, Any]:
+    """The decision rule to ship: ``RUN_DIR/operating_point.json`` (from ``gliodeploy evaluate``) or,
+    when ``threshold`` is given, that number, with the OOF sensitivity/specificity it gives when the
+    run has OOF predictions. Never a silent default: a run never evaluated needs ``threshold``.
+    """
+    from gliodeploy.errors import ConfigError
+    from gliodeploy.evaluation.operating_point import (
+        OPERATING_POINT_FILE,
+        choose_operating_point,
+        file_sha256,
+        read_operating_point,
+    )
+    from gliodeploy.evaluation.rundata import read_oof
+    from gliodeploy.training.rundir import RunDir
+
+    run = RunDir(run_dir)
+    if threshold is None:
+        op = read_operating_point(run.path)
+        if op is None:
+            raise ConfigError(
+                f"{run.path} has no {OPERATING_POINT_FILE}: it was never evaluated, so no decision threshold "
+                f"was chosen on its out-of-fold predictions. Run `gliodeploy evaluate {run.path}` first, or "
+                "pass --threshold to ship a threshold of your own"
+            )
+        return op.to_dict()
+    if not 0.0 < threshold < 1.0:
+        raise ConfigError(f"--threshold must be in (0, 1), got {threshold}")
+    if run.oof_csv.is_file():
+        oof = read_oof(run.oof_csv)
+        return choose_operating_point(
+            oof.labels,
+            oof.scores,
+            repr(float(threshold)),
+            validation_mode=run.validation_mode(),
+            oof_sha256=file_sha256(run.oof_csv),
+        ).to_dict()
+    return {
+        "threshold": float(threshold),
+        "method": "fixed",
+        "fitted_on": "given by the user at export; no out-of-fold predictions to measure it on",
+        "validation_mode": run.validation_mode(),
+        "n": 0,
+        "n_positive": 0,
+        "sensitivity": None,
+        "specificity": None,
+        "temperature": None,
+        "oof_sha256": None,
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
 
 
 def export_run(
@@ -243,11 +311,24 @@ def export_run(
     *,
     profile: ExportProfile | None = None,
     parity_inputs: np.ndarray | None = None,
+    threshold: float | None = None,
 ) -> ExportResult:
-    """Export a finished training run (``gliodeploy train`` output) to the Triton repository ``out``."""
+    """Export a finished training run (``gliodeploy train`` output) to the Triton repository ``out``.
+
+    The decision rule comes from :func:`resolve_operating_point` (``threshold`` overrides it).
+    """
     from gliodeploy.training.rundir import RunDir
 
     run = RunDir(run_dir)
     plans = run.plans()
+    operating_point = resolve_operating_point(run_dir, threshold)
     models = run.load_fold_models()
-    return export_models(models, plans, out, profile=profile, parity_inputs=parity_inputs, run_dir=run_dir)
+    return export_models(
+        models,
+        plans,
+        out,
+        profile=profile,
+        parity_inputs=parity_inputs,
+        run_dir=run_dir,
+        operating_point=operating_point,
+    )

@@ -47,6 +47,7 @@ class EnsembleSpec:
     #: so that any client (gliodeploy-client reads them) preprocesses exactly as in training.
     preprocessing_json: str = "{}"
     threshold: float = 0.5
+    operating_point_json: str = "{}"
 
     @property
     def model_filename(self) -> str:
@@ -82,6 +83,7 @@ def ensemble_config(spec: EnsembleSpec, profile: ExportProfile, target: str) -> 
     )
     cfg.parameters[contract.PARAM_PREPROCESSING].string_value = spec.preprocessing_json
     cfg.parameters[contract.PARAM_THRESHOLD].string_value = repr(float(spec.threshold))
+    cfg.parameters[contract.PARAM_OPERATING_POINT].string_value = spec.operating_point_json
     if target == "local":
         if spec.format != "onnx":
             raise ModelError(

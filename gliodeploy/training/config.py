@@ -36,6 +36,9 @@ OPTIMIZERS = ("adam", "sgd")
 LOSSES = ("bce", "sce")
 CLASS_WEIGHTING = ("none", "balanced")
 SELECT_METRICS = ("val_loss", "val_auc")
+#: How each fold's model is chosen (see TrainingConfig.validation).
+VALIDATION_MODES = ("final", "inner", "study")
+SCHEDULERS = ("plateau", "cosine", "constant")
 
 
 @dataclass(frozen=True)
@@ -80,7 +83,19 @@ class TrainingConfig:
     amp: bool = True  # used on CUDA only
     channels_last: bool = True  # used on CUDA only
     seed: int = 0
-    select_metric: str = "val_loss"
+    #: Which model's predictions become the out-of-fold (OOF) validation, and what the plateau
+    #: scheduler watches. ``"final"`` (default, nnU-Net): the last epoch of the fixed schedule; the
+    #: plateau scheduler watches the training loss; the validation fold only ever gets predicted.
+    #: ``"inner"``: ``inner_val_fraction`` of each fold's training patients (stratified label x
+    #: scanner) is held out for early stopping (best ``select_metric``) and the plateau scheduler.
+    #: ``"study"``: the epoch with the best ``select_metric`` on the validation fold itself, which
+    #: also drives the scheduler - the 2024 study's protocol, reported as optimistic (selected on the
+    #: very patients it is scored on).
+    validation: str = "final"
+    scheduler: str = "plateau"  # plateau (ReduceLROnPlateau), cosine (to 0 over the epochs) or constant
+    warmup_epochs: int = 0  # linear learning-rate warm-up (cosine and constant only)
+    inner_val_fraction: float = 0.15
+    select_metric: str = "val_loss"  # inner / study modes: the loss or AUC of the selection patients
     max_steps_per_epoch: int | None = None  # cap for tests/demos
     suspect_window: int = 10  # last N epochs averaged to flag suspect labels
     cache_workers: int = 0  # processes for preprocessing the cohort
@@ -135,6 +150,7 @@ def _validate_training(t: TrainingConfig, where: str) -> None:
         "seed",
         "suspect_window",
         "cache_workers",
+        "warmup_epochs",
     )
     for name in ints:
         v = getattr(t, name)
@@ -148,6 +164,7 @@ def _validate_training(t: TrainingConfig, where: str) -> None:
         "sce_alpha",
         "sce_beta",
         "sce_log_clamp",
+        "inner_val_fraction",
     ):
         v = getattr(t, name)
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
@@ -165,6 +182,14 @@ def _validate_training(t: TrainingConfig, where: str) -> None:
         raise ConfigError(f"{where}: lr must be > 0 and weight_decay >= 0")
     if not 0 < t.scheduler_factor < 1:
         raise bad("scheduler_factor", "must be in (0, 1)")
+    if not 0.05 <= t.inner_val_fraction <= 0.5:
+        raise bad("inner_val_fraction", "must be in [0.05, 0.5]")
+    if not 0 <= t.warmup_epochs < t.epochs:
+        raise bad("warmup_epochs", "must be >= 0 and smaller than epochs")
+    if t.warmup_epochs and t.scheduler == "plateau":
+        raise ConfigError(
+            f"{where}.warmup_epochs applies to scheduler = 'cosine' or 'constant', not 'plateau'"
+        )
     if t.sce_log_clamp >= 0:
         raise bad("sce_log_clamp", "must be negative (it replaces log(0))")
     for name, choices in (
@@ -172,6 +197,8 @@ def _validate_training(t: TrainingConfig, where: str) -> None:
         ("loss", LOSSES),
         ("class_weighting", CLASS_WEIGHTING),
         ("select_metric", SELECT_METRICS),
+        ("validation", VALIDATION_MODES),
+        ("scheduler", SCHEDULERS),
     ):
         if getattr(t, name) not in choices:
             raise bad(name, f"must be one of {', '.join(choices)}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import pickle
 import random
 import shutil
@@ -30,7 +31,7 @@ from gliodeploy.data.augmentation import Augmenter
 from gliodeploy.data.cache import build_cache
 from gliodeploy.data.dataset import CachedVolumeDataset, sample_seed
 from gliodeploy.data.manifest import Manifest, ManifestRow, read_manifest
-from gliodeploy.data.splits import Split, load_or_create_splits
+from gliodeploy.data.splits import Split, load_or_create_splits, make_inner_split
 from gliodeploy.errors import ConfigError, ModelError
 from gliodeploy.training.config import ExperimentConfig
 from gliodeploy.training.losses import build_loss
@@ -39,7 +40,16 @@ from gliodeploy.utils.atomic import atomic_path, atomic_write
 
 #: Called after each finished epoch (checkpoint already saved): ``(fold, epoch, record)``.
 EpochCallback = Callable[[int, int, dict[str, Any]], None]
-THRESHOLD = 0.5
+#: Only for the per-epoch ``val_acc`` monitoring column; the served operating point is chosen by
+#: ``gliodeploy evaluate`` on the honest OOF predictions (gliodeploy.evaluation.operating_point).
+MONITOR_THRESHOLD = 0.5
+
+#: What each validation mode's OOF predictions are, in words (plans.json, done.json, the report).
+SELECTION_TEXT = {
+    "final": "final epoch of a fixed schedule (no selection on the validation fold)",
+    "inner": "best epoch on an inner validation split of the training folds (validation fold unseen)",
+    "study": "best epoch on the validation fold itself (model selected on these patients: optimistic)",
+}
 
 
 @dataclass
@@ -77,7 +87,7 @@ def _plans(cfg: ExperimentConfig, manifest: Manifest) -> dict[str, Any]:
         "folds": cfg.training.folds,
         "label_names": list(LABEL_NAMES),
         "positive_label": 1,
-        "threshold": THRESHOLD,
+        "validation": {"mode": cfg.training.validation, "selection": SELECTION_TEXT[cfg.training.validation]},
         "input": {"name": "suv", "layout": "[B, 1, X, Y, Z]", "units": "SUVbw, brain-masked, not normalised"},
         "training": asdict(cfg.training),
         "augmentation": cfg.augmentation.to_dict(),
@@ -107,7 +117,7 @@ def prepare_run(
     plans = _plans(cfg, manifest)
     if run.plans_json.is_file():
         old = run.plans()
-        for key in ("preprocessing", "model", "folds"):
+        for key in ("preprocessing", "model", "folds", "validation"):
             if old.get(key) != plans[key]:
                 raise ConfigError(f"{run.plans_json}: '{key}' differs from this experiment; use --force")
     atomic_write(run.plans_json, json.dumps(plans, indent=2) + "\n")
@@ -176,6 +186,32 @@ def _optimizer(cfg: ExperimentConfig, model: torch.nn.Module) -> torch.optim.Opt
     return torch.optim.SGD(model.parameters(), lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
 
 
+def _scheduler(cfg: ExperimentConfig, optimizer: torch.optim.Optimizer) -> Any:
+    """The learning-rate schedule, stepped once per epoch (plateau: with the monitored loss)."""
+    t = cfg.training
+    if t.scheduler == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode="min", factor=t.scheduler_factor, patience=t.scheduler_patience
+        )
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda e: lr_factor(e, t.epochs, t.warmup_epochs, cosine=t.scheduler == "cosine")
+    )
+
+
+def lr_factor(epoch: int, epochs: int, warmup: int, *, cosine: bool) -> float:
+    """Learning-rate multiplier of ``epoch`` (0-based): linear warm-up, then constant or cosine to 0.
+
+    Epoch ``e`` of the warm-up trains at ``(e + 1) / (warmup + 1)`` of the base rate; the cosine runs
+    over the remaining epochs so the last epoch trains at a small, non-zero rate.
+    """
+    if epoch < warmup:
+        return (epoch + 1) / (warmup + 1)
+    if not cosine:
+        return 1.0
+    span = max(1, epochs - warmup)
+    return 0.5 * (1.0 + math.cos(math.pi * (epoch - warmup) / span))
+
+
 def _auc(labels: list[int], probs: list[float]) -> float | None:
     if len(set(labels)) < 2:
         return None
@@ -236,6 +272,21 @@ def _tensorboard(fold_dir: Path):  # noqa: ANN202 - tensorboardX.SummaryWriter
     return SummaryWriter(logdir=str(fold_dir / "tensorboard"))
 
 
+def _evaluate(
+    model: torch.nn.Module,
+    ds: CachedVolumeDataset,
+    criterion: torch.nn.Module,
+    device: torch.device,
+    batch_size: int,
+    channels_last: bool,
+) -> tuple[list[float], list[float], float, float | None]:
+    """Per-patient losses, probabilities, mean loss and AUC of ``model`` on ``ds``."""
+    logits = predict_logits(model, ds, device, batch_size, channels_last)
+    each = criterion(logits, torch.tensor(ds.labels, dtype=torch.float32)).tolist()
+    probs = torch.sigmoid(logits).tolist()
+    return each, probs, float(np.mean(each)), _auc(ds.labels, probs)
+
+
 def train_fold(
     prep: PreparedRun,
     fold: int,
@@ -244,7 +295,12 @@ def train_fold(
     progress: bool = True,
     on_epoch_end: EpochCallback | None = None,
 ) -> dict[str, Any]:
-    """Train fold ``fold`` (continuing from checkpoint_last.pt if present); return done.json's content."""
+    """Train fold ``fold`` (continuing from checkpoint_last.pt if present); return done.json's content.
+
+    The fold's validation patients are predicted every epoch (logged for monitoring); which epoch's
+    predictions become the OOF ones, and what the plateau scheduler watches, depends on
+    ``training.validation`` (see :class:`~gliodeploy.training.config.TrainingConfig`).
+    """
     from safetensors.torch import save_file
     from tqdm.auto import tqdm
 
@@ -269,8 +325,18 @@ def train_fold(
             seed=_fold_seed(t.seed, fold, -1),
         )
 
-    train_ds = dataset(split["train"], t.augmentation)
+    fit_subjects, inner_subjects = list(split["train"]), []
+    if t.validation == "inner":
+        fit_subjects, inner_subjects = make_inner_split(
+            [rows[s] for s in split["train"]], t.inner_val_fraction, sample_seed(t.seed, 1000 + fold, 0)
+        )
+        atomic_write(
+            fold_dir / "inner_split.json",
+            json.dumps({"fit": fit_subjects, "inner_val": inner_subjects}, indent=2) + "\n",
+        )
+    train_ds = dataset(fit_subjects, t.augmentation)
     val_ds = dataset(split["val"], False)
+    inner_ds = dataset(inner_subjects, False) if inner_subjects else None
     val_labels = val_ds.labels
 
     torch.manual_seed(_fold_seed(t.seed, fold, -2))  # model initialisation
@@ -278,16 +344,14 @@ def train_fold(
     if channels_last:
         model = model.to(memory_format=torch.channels_last_3d)
     optimizer = _optimizer(cfg, model)
-    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-        optimizer, mode="min", factor=t.scheduler_factor, patience=t.scheduler_patience
-    )
+    scheduler = _scheduler(cfg, optimizer)
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     loss_kw = {"sce_alpha": t.sce_alpha, "sce_beta": t.sce_beta, "sce_log_clamp": t.sce_log_clamp}
     criterion = build_loss(t.loss, pos_weight=_pos_weight(train_ds.labels, t.class_weighting), **loss_kw)
     val_criterion = build_loss(t.loss, reduction="none", **loss_kw)  # unweighted: comparable per patient
 
     start, history, per_patient = 0, [], {s: [] for s in split["val"]}
-    best = {"metric": None, "epoch": -1, "probabilities": []}
+    best: dict[str, Any] = {"metric": None, "epoch": -1, "probabilities": []}
     ckpt_path = run.checkpoint_last(fold)
     if ckpt_path.is_file():
         try:
@@ -351,36 +415,58 @@ def train_fold(
             scaler.update()
             losses.append(float(loss.detach()))
 
-        val_logits = predict_logits(model, val_ds, device, t.batch_size, channels_last)
-        val_loss_each = val_criterion(val_logits, torch.tensor(val_labels, dtype=torch.float32)).tolist()
-        probs = torch.sigmoid(val_logits).tolist()
-        val_loss = float(np.mean(val_loss_each))
-        val_auc = _auc(val_labels, probs)
+        # The validation fold is predicted every epoch for the log and the per-patient losses; only
+        # in the study's mode does it choose the epoch or drive the scheduler.
+        val_loss_each, probs, val_loss, val_auc = _evaluate(
+            model, val_ds, val_criterion, device, t.batch_size, channels_last
+        )
+        train_loss = float(np.mean(losses)) if losses else None
         record = {
             "epoch": epoch,
             "lr": optimizer.param_groups[0]["lr"],
-            "train_loss": float(np.mean(losses)) if losses else None,
+            "train_loss": train_loss,
             "val_loss": val_loss,
             "val_auc": val_auc,
-            "val_acc": float(np.mean((np.asarray(probs) >= THRESHOLD) == np.asarray(val_labels, dtype=bool))),
-            "time": round(time.perf_counter() - tic, 3),
+            "val_acc": float(
+                np.mean((np.asarray(probs) >= MONITOR_THRESHOLD) == np.asarray(val_labels, dtype=bool))
+            ),
         }
-        scheduler.step(val_loss)
+        if inner_ds is not None:
+            _, _, record["inner_loss"], record["inner_auc"] = _evaluate(
+                model, inner_ds, val_criterion, device, t.batch_size, channels_last
+            )
+        record["time"] = round(time.perf_counter() - tic, 3)
+        if t.validation == "final":
+            monitored = train_loss if train_loss is not None else 0.0
+            select_loss, select_auc = None, None
+        elif t.validation == "inner":
+            monitored = select_loss = record["inner_loss"]
+            select_auc = record["inner_auc"]
+        else:  # study
+            monitored, select_loss, select_auc = val_loss, val_loss, val_auc
+        if t.scheduler == "plateau":
+            scheduler.step(monitored)
+        else:
+            scheduler.step()
         history.append(record)
         if tb is not None:
-            for key in ("lr", "train_loss", "val_loss", "val_auc", "val_acc"):
-                if record[key] is not None:
+            for key in ("lr", "train_loss", "val_loss", "val_auc", "val_acc", "inner_loss", "inner_auc"):
+                if record.get(key) is not None:
                     tb.add_scalar(key, record[key], epoch)
             tb.flush()
         for s, v in zip(split["val"], val_loss_each, strict=True):
             per_patient[s].append(float(v))
 
-        metric = val_loss if t.select_metric == "val_loss" else -(val_auc if val_auc is not None else 0.0)
-        if best["metric"] is None or metric < best["metric"]:
-            best = {"metric": metric, "epoch": epoch, "probabilities": probs}
-            state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-            with atomic_path(run.best_weights(fold)) as tmp:
-                save_file(state, str(tmp))
+        if t.validation == "final":
+            best = {"metric": None, "epoch": epoch, "probabilities": probs}  # weights saved after the loop
+        else:
+            auc = select_auc if select_auc is not None else 0.0
+            metric = select_loss if t.select_metric == "val_loss" else -auc
+            if best["metric"] is None or metric < best["metric"]:
+                best = {"metric": metric, "epoch": epoch, "probabilities": probs}
+                state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+                with atomic_path(run.weights(fold)) as tmp:
+                    save_file(state, str(tmp))
 
         atomic_write(run.log(fold), "".join(json.dumps(r) + "\n" for r in history))
         _write_csv(
@@ -408,6 +494,10 @@ def train_fold(
     if tb is not None:
         tb.close()
 
+    if t.validation == "final":  # the model at the end of the schedule, whatever its validation loss
+        state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+        with atomic_path(run.weights(fold)) as tmp:
+            save_file(state, str(tmp))
     _write_csv(
         run.val_predictions(fold),
         ["subject", "probability", "label"],
@@ -419,13 +509,17 @@ def train_fold(
         ["subject", "fold", "mean_val_loss", "label"],
         [[s, fold, f"{m:.6g}", rows[s].label] for s, m in suspects],
     )
+    sel = history[best["epoch"]] if best["epoch"] >= 0 else {}
     done = {
         "fold": fold,
         "epochs": t.epochs,
-        "best_epoch": best["epoch"],
-        "best_val_loss": history[best["epoch"]]["val_loss"] if best["epoch"] >= 0 else None,
-        "best_val_auc": history[best["epoch"]]["val_auc"] if best["epoch"] >= 0 else None,
-        "n_train": len(split["train"]),
+        "validation": t.validation,
+        "selection": SELECTION_TEXT[t.validation],
+        "selected_epoch": best["epoch"],
+        "selected_val_loss": sel.get("val_loss"),
+        "selected_val_auc": sel.get("val_auc"),
+        "n_train": len(fit_subjects),
+        "n_inner_val": len(inner_subjects),
         "n_val": len(split["val"]),
         "device": device.type,
     }

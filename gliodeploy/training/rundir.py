@@ -3,7 +3,7 @@
 Layout (docs/ARCHITECTURE.md)::
 
     RUN_DIR/experiment.toml  plans.json  splits.json  oof_predictions.csv  suspect_labels.csv
-    RUN_DIR/fold_<k>/model_best.safetensors  checkpoint_last.pt  log.jsonl
+    RUN_DIR/fold_<k>/model.safetensors  checkpoint_last.pt  log.jsonl  done.json  [inner_split.json]
                      val_loss_per_patient.csv  val_predictions.csv  suspect_labels.csv  done.json
 """
 
@@ -50,8 +50,14 @@ class RunDir:
     def fold_dir(self, k: int) -> Path:
         return self.path / f"fold_{k}"
 
-    def best_weights(self, k: int) -> Path:
-        return self.fold_dir(k) / "model_best.safetensors"
+    def weights(self, k: int) -> Path:
+        """The fold's model: the final epoch, or the selected one (``done.json`` says which)."""
+        return self.fold_dir(k) / "model.safetensors"
+
+    def weights_to_load(self, k: int) -> Path:
+        """:meth:`weights`, or ``model_best.safetensors`` of runs written before the validation modes."""
+        legacy = self.fold_dir(k) / "model_best.safetensors"
+        return legacy if legacy.is_file() and not self.weights(k).is_file() else self.weights(k)
 
     def checkpoint_last(self, k: int) -> Path:
         return self.fold_dir(k) / "checkpoint_last.pt"
@@ -104,25 +110,30 @@ class RunDir:
         return build_from_spec(self.plans()["model"], self.preprocessing())
 
     def load_fold_models(self, device: str = "cpu") -> list:
-        """Best weights of every fold, each in its own model, in eval mode (fold order)."""
+        """Each fold's model (see :meth:`weights`), in eval mode, in fold order."""
         from safetensors import SafetensorError
         from safetensors.torch import load_file
 
         n = self.n_folds
-        missing = [k for k in range(n) if not self.best_weights(k).is_file() or not self.is_fold_done(k)]
+        missing = [k for k in range(n) if not self.weights_to_load(k).is_file() or not self.is_fold_done(k)]
         if missing:
             raise ModelError(
-                f"{self.path}: fold(s) {missing} not finished (no done.json / model_best.safetensors)"
+                f"{self.path}: fold(s) {missing} not finished (no done.json / model.safetensors)"
             )
         models = []
         for k in range(n):
             model = self.build_model()
             try:
-                model.load_state_dict(load_file(str(self.best_weights(k)), device=device))
+                model.load_state_dict(load_file(str(self.weights_to_load(k)), device=device))
             except (RuntimeError, OSError, SafetensorError) as exc:  # corrupt/truncated weights file
-                raise ModelError(f"cannot load {self.best_weights(k)}: {exc}") from exc
+                raise ModelError(f"cannot load {self.weights_to_load(k)}: {exc}") from exc
             models.append(model.to(device).eval())
         return models
+
+    def validation_mode(self) -> str:
+        """``final``, ``inner`` or ``study`` (runs from before the modes selected on the fold: ``study``)."""
+        v = self.plans().get("validation")
+        return str(v.get("mode", "study")) if isinstance(v, dict) else "study"
 
     def oof_predictions(self) -> list[dict[str, Any]]:
         """Rows of oof_predictions.csv with typed fields (fold int, probability float, label int)."""
