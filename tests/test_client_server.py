@@ -109,6 +109,10 @@ def test_cli_json_csv_and_corrupt_file_in_batch(
     assert len(rows) == 1 and float(rows[0]["probability"]) == pytest.approx(
         doc["results"][0]["probability"], abs=1e-6
     )
+    assert rows[0]["threshold_method"] == doc["model"]["operating_point"]["method"] == "fixed"
+    proc = _cli("predict", str(cohort["nifti"]), "--url", server.http_url)
+    head, line = proc.stdout.splitlines()
+    assert "operating point threshold 0.5" in head and "P(recurrence)=" in line
 
 
 def test_health_info_and_wrong_version(request: pytest.FixtureRequest) -> None:
@@ -116,6 +120,11 @@ def test_health_info_and_wrong_version(request: pytest.FixtureRequest) -> None:
     assert _cli("health", "--url", server.http_url).returncode == 0
     info = json.loads(_cli("info", "--url", server.http_url, "--json").stdout)
     assert 0 < info["threshold"] < 1 and info["preprocessing"]["shape"] == info["grid_shape"]
+    # the fixture's run was never evaluated: exported with an explicit threshold, and the client says so
+    assert info["operating_point"]["threshold"] == info["threshold"]
+    assert info["operating_point"]["method"] == "fixed"
+    text = _cli("info", "--url", server.http_url).stdout
+    assert "operating point: threshold 0.5 (fixed by the user; never measured" in text
     proc = _cli("info", "--url", server.http_url, "--version", "999", "--retries", "0")
     assert proc.returncode == cerr.ModelVersionError.exit_code, proc.stderr
     proc = _cli("info", "--url", server.http_url, "--model", "no_such_model", "--retries", "0")
