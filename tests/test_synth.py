@@ -1,8 +1,10 @@
-"""Synthetic FDOPA PET cohort generator: files, determinism, SUV physics, lesion truth, no label shortcuts."""
+"""Synthetic FDOPA PET cohort generator: files, determinism, SUV physics, lesion truth, no label shortcuts,
+and a lesion model whose shape features overlap between classes (the label never fixes the shape)."""
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -19,7 +21,15 @@ from gliodeploy.cli import app
 from gliodeploy.errors import ConfigError, InputError
 from gliodeploy.synth import MANIFEST_COLUMNS, SCANNERS, generate_cohort, generate_subject, plan_cohort
 from gliodeploy.synth.anatomy import STRIATUM_ELLIPSOIDS_RAS
+from gliodeploy.synth.lesion import (
+    DEFAULT_LESION_MODEL,
+    N_UNIFORMS,
+    SHAPE_FEATURES,
+    LesionModel,
+    TruncatedLogNormal,
+)
 from gliodeploy.synth.subject import F18_HALF_LIFE_S, FOV_CENTRE_LPS
+from gliodeploy.synth.summary import summarize_cohort
 
 runner = CliRunner()
 
@@ -62,6 +72,13 @@ def cohort20(tmp_path_factory: pytest.TempPathFactory) -> Path:
     result = runner.invoke(app, ["synth", "--out", str(out), "--n", "20", "--seed", "0", "--size", "tiny"])
     assert result.exit_code == 0, result.output
     assert "ground-truth TBRmax ROC AUC" in result.output and "Vereos" in result.output
+    # How hard the cohort is: TBRmax and the best single shape feature, all subjects and training site.
+    best = [line for line in result.output.splitlines() if "best single shape feature: " in line]
+    assert [line.split(" (n=")[0] for line in best] == ["all subjects", "training site"], result.output
+    assert all(
+        line.split("best single shape feature: ")[1].split(" AUC ")[0] in SHAPE_FEATURES for line in best
+    )
+    assert "cohort_summary.json" in result.output
     return out
 
 
@@ -326,3 +343,149 @@ def test_package_exports_resolve_lazily() -> None:
         assert getattr(synth, name) is not None
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         _ = synth.nope
+
+
+# --- lesion model: class-conditional, overlapping shape features ------------------------------------
+
+_CONTINUOUS_SHAPE = ("radius_mm", "edge_width_mm", "texture_amplitude", "necrosis_fraction")
+
+
+@pytest.mark.parametrize("feature", ("tbr_max", *_CONTINUOUS_SHAPE))
+def test_class_distributions_overlap(feature: str) -> None:
+    rec = getattr(DEFAULT_LESION_MODEL.recurrence, feature)
+    trc = getattr(DEFAULT_LESION_MODEL.trc, feature)
+    assert isinstance(rec, TruncatedLogNormal) and isinstance(trc, TruncatedLogNormal)
+    assert max(rec.low, trc.low) < min(rec.high, trc.high)  # the supports overlap
+    # Each class reaches into the other's central range: the 5-95 % ranges hold both medians for shape
+    # features; TBRmax (the strongest, literature-sized signal) overlaps at the quartiles' tails.
+    central = (0.05, 0.95) if feature != "tbr_max" else (0.02, 0.98)
+    for a, b in ((rec, trc), (trc, rec)):
+        assert b.quantile(central[0]) < a.quantile(0.5) < b.quantile(central[1]), feature
+
+
+def test_drawn_features_overlap_with_literature_directions() -> None:
+    """Many draws per class (no images): every shape feature separates the classes weakly, TBRmax well."""
+    rng = np.random.default_rng(0)
+    draws = {label: [DEFAULT_LESION_MODEL.draw(rng, label) for _ in range(3000)] for label in (0, 1)}
+    labels = [0] * 3000 + [1] * 3000
+
+    def auc(name: str) -> float:
+        return roc_auc_score(labels, [getattr(d, name) for label in (0, 1) for d in draws[label]])
+
+    assert 0.82 <= auc("tbr_max") <= 0.92  # recurrence hotter; about 0.87 on true labels
+    # Recurrence tends to be nodular (smaller, sharper), more textured, more often necrotic, unifocal.
+    for name, higher_in_recurrence in (
+        ("radius_mm", False),
+        ("edge_width_mm", False),
+        ("texture_amplitude", True),
+        ("necrosis_fraction", True),
+        ("n_foci", False),
+    ):
+        value = auc(name)
+        assert (value > 0.5) == higher_in_recurrence, name
+        assert 0.52 <= max(value, 1 - value) <= 0.68, (name, value)
+    for label in (0, 1):  # no value is fixed by class
+        for name in ("radius_mm", "edge_width_mm", "texture_amplitude", "tbr_max"):
+            assert len({getattr(d, name) for d in draws[label]}) == 3000, name
+        assert 0.1 < np.mean([d.necrosis_fraction > 0 for d in draws[label]]) < 0.5
+        assert {d.n_foci for d in draws[label]} == {1, 2, 3}
+
+
+def test_lesion_draw_uses_a_fixed_number_of_uniforms() -> None:
+    """Same uniforms whatever the label and parameters: the rest of the stream never depends on them."""
+    ends = []
+    for label in (0, 1):
+        rng = np.random.default_rng(5)
+        DEFAULT_LESION_MODEL.draw(rng, label)
+        ends.append(rng.random())
+    reference = np.random.default_rng(5)
+    reference.random(N_UNIFORMS)
+    assert ends == [reference.random()] * 2
+    dist = TruncatedLogNormal(2.0, 0.3, 1.0, 3.0)
+    assert dist.quantile(0.0) == pytest.approx(1.0) and dist.quantile(1.0) == pytest.approx(3.0)
+    assert dist.quantile(0.5) == pytest.approx(2.0, rel=0.05)
+    with pytest.raises(ConfigError, match="log-normal"):
+        TruncatedLogNormal(0.5, 0.3, 1.0, 3.0)
+
+
+def test_shape_features_are_recorded_and_overlap_in_a_small_cohort(cohort120: Path) -> None:
+    rows = _rows(cohort120 / "manifest.csv")
+    for name in SHAPE_FEATURES:
+        assert name in MANIFEST_COLUMNS
+    model = DEFAULT_LESION_MODEL
+    for r in rows:
+        dist = model.for_label(int(r["true_label"]))
+        for name in ("radius_mm", "edge_width_mm", "texture_amplitude"):
+            value = float(r["lesion_radius_mm" if name == "radius_mm" else name])
+            low, high = getattr(dist, name).low, getattr(dist, name).high
+            assert low - 0.01 <= value <= high + 0.01, (r["subject"], name)
+        necrosis = float(r["necrosis_fraction"])
+        assert necrosis == 0 or dist.necrosis_fraction.low - 1e-4 <= necrosis <= dist.necrosis_fraction.high
+        assert 1 <= int(r["n_foci"]) <= len(dist.foci)
+    true_label = np.array([int(r["true_label"]) for r in rows])
+    for name in SHAPE_FEATURES:
+        values = np.array([float(r[name]) for r in rows])
+        lo, hi = np.percentile(values, [25, 75])
+        central = (values >= lo) & (values <= hi)
+        assert set(true_label[central]) == {0, 1}, name  # both classes in the feature's central range
+        if name in ("necrosis_fraction", "n_foci"):  # necrotic cores and multifocal lesions in both classes
+            floor = 0 if name == "necrosis_fraction" else 1
+            assert set(true_label[values > floor]) == {0, 1}, name
+
+
+def test_summary_reports_the_best_shape_feature(cohort120: Path) -> None:
+    summary = summarize_cohort(cohort120 / "manifest.csv")
+    rows = _rows(cohort120 / "manifest.csv")
+    for group, members in (
+        (summary.overall, rows),
+        (summary.training, [r for r in rows if r["split"] == "train"]),
+    ):
+        assert group.n == len(members) and set(group.shape_auc_observed) == set(SHAPE_FEATURES)
+        name, auc = group.best_shape_feature
+        assert auc == max(group.shape_auc_observed.values())
+        raw = roc_auc_score([int(r["label"]) for r in members], [float(r[name]) for r in members])
+        assert auc == pytest.approx(max(raw, 1 - raw))
+        assert 0.5 <= auc < group.tbr_auc_observed  # no shape shortcut beats the uptake ratio here
+    assert summary.auc_observed == summary.overall.tbr_auc_observed
+    saved = json.loads((cohort120 / "cohort_summary.json").read_text())
+    assert saved["separability"] == {
+        "all": summary.overall.to_dict(),
+        "training_site": summary.training.to_dict(),
+    }
+    assert LesionModel.from_dict(saved["lesion_model"]) == DEFAULT_LESION_MODEL and saved["n"] == 120
+
+
+def test_summary_of_a_manifest_without_shape_features(cohort20: Path, tmp_path: Path) -> None:
+    rows = _rows(cohort20 / "manifest.csv")
+    old = [c for c in MANIFEST_COLUMNS if c not in SHAPE_FEATURES or c == "lesion_volume_ml"]
+    path = tmp_path / "manifest.csv"
+    with path.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=old, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    summary = summarize_cohort(path)
+    assert list(summary.overall.shape_auc_observed) == ["lesion_volume_ml"]
+    assert summary.auc_observed == summarize_cohort(cohort20 / "manifest.csv").auc_observed
+    with pytest.raises(InputError, match="not a synthetic cohort manifest"):
+        path.write_text("subject,image,label\nsub-001,a.nii.gz,1\n")
+        summarize_cohort(path)
+
+
+def test_satellite_foci_keep_the_main_focus_centre_and_tbr() -> None:
+    """Same subject, 1 vs 3 foci (same uniforms, so same main focus): the mask grows, the centre stays."""
+    models = {
+        k: dataclasses.replace(
+            DEFAULT_LESION_MODEL,
+            recurrence=dataclasses.replace(DEFAULT_LESION_MODEL.recurrence, foci=foci),
+        )
+        for k, foci in ((1, (1.0, 0.0, 0.0)), (3, (0.0, 0.0, 1.0)))
+    }
+    truths = {
+        k: generate_subject(4, label=1, scanner="Vereos", seed=0, size="tiny", lesion_model=m).truth
+        for k, m in models.items()
+    }
+    assert truths[1].n_foci == 1 and truths[3].n_foci == 3
+    assert truths[3].lesion_center_mm == truths[1].lesion_center_mm
+    assert truths[3].lesion_radius_mm == truths[1].lesion_radius_mm
+    assert truths[3].lesion_volume_ml > truths[1].lesion_volume_ml
+    assert truths[3].tbr_max_true == pytest.approx(truths[1].tbr_max_true, rel=0.1)

@@ -3,7 +3,9 @@
 Layout::
 
     OUT/
-      dataset_description.json  participants.tsv  participants.json  manifest.csv (written last)
+      dataset_description.json  participants.tsv  participants.json
+      cohort_summary.json   counts, ground-truth TBRmax and shape-feature AUCs, the lesion model
+      manifest.csv          training contract + ground truth (written last)
       sub-001/pet/sub-001_pet.nii.gz + sub-001_pet.json       (or sub-001/pet/dicom/ for DICOM subjects)
       derivatives/truth/sub-001/pet/sub-001_desc-lesion_mask.nii.gz   (ground-truth lesion, image grid)
 
@@ -30,9 +32,11 @@ from gliodeploy import __version__
 from gliodeploy.errors import ConfigError, InputError
 from gliodeploy.io.dicom_writer import write_pet_dicom_series
 from gliodeploy.io.nifti_writer import write_pet_nifti
+from gliodeploy.synth.lesion import DEFAULT_LESION_MODEL, LesionModel
 from gliodeploy.synth.plan import STUDY_TEST_FRACTION, PlannedSubject, plan_cohort
 from gliodeploy.synth.scanners import SCANNERS, get_size
 from gliodeploy.synth.subject import F18_HALF_LIFE_S, SyntheticSubject, generate_subject
+from gliodeploy.synth.summary import summarize_rows
 from gliodeploy.utils.atomic import atomic_path, atomic_write
 
 #: Philips CNTS images: Bq/mL per stored count, written as private tag (7053,1009).
@@ -55,6 +59,11 @@ MANIFEST_COLUMNS: tuple[str, ...] = (
     "tsr_true",
     "lesion_center_mm",
     "lesion_volume_ml",
+    "lesion_radius_mm",
+    "edge_width_mm",
+    "texture_amplitude",
+    "necrosis_fraction",
+    "n_foci",
     "lesion_mask",
     "contralateral_center_mm",
     "healthy_brain_suv",
@@ -75,8 +84,11 @@ PARTICIPANT_COLUMNS: tuple[str, ...] = (
     "age",
     "sex",
 )
+#: Cohort-level ground truth: counts, separability (TBRmax and shape-feature AUCs), the lesion model.
+SUMMARY_NAME = "cohort_summary.json"
 _OWN_ENTRIES = (
     "manifest.csv",
+    SUMMARY_NAME,
     "participants.tsv",
     "participants.json",
     "dataset_description.json",
@@ -130,7 +142,14 @@ def _write_dicom(result: SyntheticSubject, target: Path, *, seed: int, index: in
     )
 
 
-def write_subject(out_dir: Path, planned: PlannedSubject, *, seed: int, size: str) -> dict[str, str]:
+def write_subject(
+    out_dir: Path,
+    planned: PlannedSubject,
+    *,
+    seed: int,
+    size: str,
+    lesion_model: LesionModel | None = None,
+) -> dict[str, str]:
     """Simulate and write one subject; returns its manifest row (and participants fields)."""
     result: SyntheticSubject = generate_subject(
         planned.index,
@@ -139,6 +158,7 @@ def write_subject(out_dir: Path, planned: PlannedSubject, *, seed: int, size: st
         seed=seed,
         size=size,
         subject=planned.subject,
+        lesion_model=lesion_model,
     )
     truth = result.truth
     pet_dir = out_dir / planned.subject / "pet"
@@ -175,6 +195,11 @@ def write_subject(out_dir: Path, planned: PlannedSubject, *, seed: int, size: st
         "tsr_true": f"{truth.tsr_true:.4f}",
         "lesion_center_mm": _triple(truth.lesion_center_mm),
         "lesion_volume_ml": f"{truth.lesion_volume_ml:.3f}",
+        "lesion_radius_mm": f"{truth.lesion_radius_mm:.2f}",
+        "edge_width_mm": f"{truth.edge_width_mm:.2f}",
+        "texture_amplitude": f"{truth.texture_amplitude:.4f}",
+        "necrosis_fraction": f"{truth.necrosis_fraction:.4f}",
+        "n_foci": str(truth.n_foci),
         "lesion_mask": mask_path.relative_to(out_dir).as_posix(),
         "contralateral_center_mm": _triple(truth.contralateral_center_mm),
         "healthy_brain_suv": f"{truth.healthy_brain_suv:.4f}",
@@ -263,6 +288,7 @@ def generate_cohort(
     workers: int = 1,
     progress: bool = True,
     overwrite: bool = False,
+    lesion_model: LesionModel = DEFAULT_LESION_MODEL,
 ) -> Path:
     """Generate a synthetic FDOPA PET cohort in ``out_dir`` and return the path of its ``manifest.csv``.
 
@@ -278,6 +304,7 @@ def generate_cohort(
         workers: processes to use (1 = in this process).
         progress: show a progress bar.
         overwrite: replace a previous synthetic cohort in ``out_dir``.
+        lesion_model: class-conditional lesion distributions (:mod:`gliodeploy.synth.lesion`).
 
     Raises:
         ConfigError: an argument is out of range. InputError: ``out_dir`` is unusable.
@@ -298,7 +325,7 @@ def generate_cohort(
     try:
         if workers == 1:
             for planned in plan:
-                rows.append(write_subject(out, planned, seed=seed, size=size))
+                rows.append(write_subject(out, planned, seed=seed, size=size, lesion_model=lesion_model))
                 bar.update(1)
         else:
             # Never fork a process whose ITK thread pool may be running: workers come from a fork
@@ -306,7 +333,10 @@ def generate_cohort(
             ctx = multiprocessing.get_context("forkserver")
             ctx.set_forkserver_preload(["gliodeploy.synth.cohort", "nilearn.datasets"])
             with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init) as pool:
-                futures = [pool.submit(write_subject, out, p, seed=seed, size=size) for p in plan]
+                futures = [
+                    pool.submit(write_subject, out, p, seed=seed, size=size, lesion_model=lesion_model)
+                    for p in plan
+                ]
                 for future in futures:
                     rows.append(future.result())
                     bar.update(1)
@@ -333,4 +363,10 @@ def generate_cohort(
     atomic_write(out / "dataset_description.json", json.dumps(description, indent=2) + "\n")
     atomic_write(out / "participants.tsv", _participants(rows))
     atomic_write(out / "participants.json", json.dumps(_PARTICIPANTS_JSON, indent=2) + "\n")
+    summary = {
+        "generator": description["GeneratedBy"][0],
+        **summarize_rows(rows).to_dict(),
+        "lesion_model": lesion_model.to_dict(),
+    }
+    atomic_write(out / SUMMARY_NAME, json.dumps(summary, indent=2) + "\n")
     return atomic_write(out / "manifest.csv", _csv_text(rows, MANIFEST_COLUMNS))

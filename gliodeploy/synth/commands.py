@@ -44,14 +44,17 @@ def synth(
 
     External site Paris (GE Discovery MI, Siemens Biograph Vision; ~81 % recurrence; split=test).
 
-    Only the lesion's uptake pattern carries the label; manifest.csv also holds the ground truth.
+    Only the lesion carries the label, and only as tendencies: uptake, size, edge, texture, necrosis and
+    number of foci are drawn from overlapping class-conditional distributions (gliodeploy.synth.lesion).
+    manifest.csv also holds the ground truth, cohort_summary.json the cohort's separability.
 
-    Prints subjects per site/scanner/label and the ROC AUC of the ground-truth TBRmax.
+    Prints subjects per site/scanner/label, the ROC AUC of the ground-truth TBRmax and of the best
+    single shape feature (how hard the cohort is).
     """
     from rich.console import Console
     from rich.table import Table
 
-    from gliodeploy.synth.cohort import generate_cohort
+    from gliodeploy.synth.cohort import SUMMARY_NAME, generate_cohort
     from gliodeploy.synth.summary import summarize_cohort
 
     manifest = generate_cohort(
@@ -81,9 +84,19 @@ def synth(
     def fmt(auc: float | None) -> str:
         return "n/a (one class only)" if auc is None else f"{auc:.3f}"
 
-    console.print(
-        f"labels flipped by label noise: {summary.flipped}\n"
-        f"ground-truth TBRmax ROC AUC: {fmt(summary.auc_observed)} (recorded labels), "
-        f"{fmt(summary.auc_true)} (true labels)\n"
-        f"manifest: {manifest}"
-    )
+    lines = [f"labels flipped by label noise: {summary.flipped}"]
+    for name, group in (("all subjects", summary.overall), ("training site", summary.training)):
+        best = group.best_shape_feature
+        shape = "n/a" if best is None else f"{best[0]} AUC {best[1]:.3f}"
+        lines.append(
+            f"{name} (n={group.n}): ground-truth TBRmax ROC AUC {fmt(group.tbr_auc_observed)} "
+            f"(recorded labels; {fmt(group.tbr_auc_true)} true labels); best single shape feature: {shape}"
+        )
+    if summary.overall.shape_auc_observed:
+        lines.append(
+            "shape-feature AUCs, all subjects, recorded labels, max(AUC, 1-AUC): "
+            + ", ".join(f"{k} {fmt(v)}" for k, v in summary.overall.shape_auc_observed.items())
+        )
+    lines.append(f"summary: {manifest.parent / SUMMARY_NAME}")
+    lines.append(f"manifest: {manifest}")
+    console.print("\n".join(lines), highlight=False, soft_wrap=True)

@@ -3,8 +3,10 @@
 Pipeline (working grid in template space, then the scanner's grid):
 
 1. healthy uptake: grey/white matter contrast, hot striatum, skull, scalp, face and neck;
-2. lesion: recurrence is focal, sharp-edged and heterogeneous with a high TBR; treatment-related
-   change is diffuse, smoother and milder. The two TBR distributions overlap on purpose;
+2. lesion: uptake ratio, size, edge width, texture, necrotic core and number of foci are drawn from
+   the class-conditional, overlapping distributions of :mod:`gliodeploy.synth.lesion` (recurrence
+   tends to be hotter and nodular, treatment-related change cooler and more diffuse; the label fixes
+   none of them);
 3. optional cold resection cavity beside the lesion;
 4. scanner physics: PSF blur, uptake-dependent (Poisson-like) noise, post-filter, random head pose
    in a larger field of view, resampling onto the scanner's voxels;
@@ -27,6 +29,7 @@ import SimpleITK as sitk
 
 from gliodeploy.errors import ConfigError
 from gliodeploy.synth.anatomy import Anatomy, load_anatomy
+from gliodeploy.synth.lesion import DEFAULT_LESION_MODEL, LesionDraw, LesionModel
 from gliodeploy.synth.scanners import SITES, Scanner, SizeSpec, get_scanner, get_size, output_grid
 
 F18_HALF_LIFE_S = 6586.2
@@ -38,9 +41,10 @@ _REF_COUNTS = 2.0 * 2.0 ** (-1200.0 / F18_HALF_LIFE_S) * 600.0
 #: Minimal noise correlation of an iterative reconstruction (mm FWHM), also when no post-filter is set.
 _NOISE_CORRELATION_MM = 2.0
 
-# Lesion models: TBRmax mean/sd (FET/FDOPA literature, see docs), edge sharpness, texture amplitude.
-_RECURRENCE = {"tbr": (2.8, 0.6), "tbr_range": (1.4, 5.5), "edge": 0.08, "texture": 0.25, "necrosis": 0.35}
-_TRC = {"tbr": (1.9, 0.4), "tbr_range": (1.15, 3.5), "edge": 0.25, "texture": 0.12, "necrosis": 0.0}
+#: 10-90 % width of a logistic edge 1 / (1 + exp(d / s)) in units of its scale s.
+_LOGISTIC_10_90 = 2.0 * math.log(9.0)
+#: Candidate directions tried to put a satellite focus inside the brain.
+_SATELLITE_TRIES = 12
 #: SUV of face/neck soft tissue at body factor 1 (the body factor spans 0.8-1.2).
 _SOFT_TISSUE_SUV = 0.55
 
@@ -51,7 +55,12 @@ class SubjectTruth:
 
     Positions are LPS world millimetres of the written image (SimpleITK physical space).
     ``tbr_*`` are ratios to the healthy-brain mean SUV on the noise-free, unblurred uptake map;
-    ``tsr_true`` is lesion SUVmax over the striatal mean SUV.
+    ``tsr_true`` is lesion SUVmax over the striatal mean SUV. ``lesion_center_mm`` is the centre of
+    the main focus, which holds the lesion's TBRmax; satellite foci (``n_foci`` > 1) lie beside it
+    and are part of ``lesion_mask`` and ``lesion_volume_ml``. ``lesion_radius_mm``,
+    ``edge_width_mm`` (intrinsic 10-90 %, before scanner blur), ``texture_amplitude`` and
+    ``necrosis_fraction`` (necrotic core's share of the main focus volume, 0 = none) are the drawn
+    shape features of :mod:`gliodeploy.synth.lesion`.
     """
 
     subject: str
@@ -74,6 +83,11 @@ class SubjectTruth:
     lesion_center_mm: tuple[float, float, float]
     contralateral_center_mm: tuple[float, float, float]
     lesion_volume_ml: float
+    lesion_radius_mm: float
+    edge_width_mm: float
+    texture_amplitude: float
+    necrosis_fraction: float
+    n_foci: int
     cavity: bool
     head_translation_mm: tuple[float, float, float]
     head_rotation_deg: tuple[float, float, float]
@@ -105,6 +119,43 @@ def _box(anat: Anatomy, centre, half_mm: float) -> tuple[slice, ...]:
     lo = anat.index_of(np.asarray(centre) - half_mm)
     hi = anat.index_of(np.asarray(centre) + half_mm) + 1
     return tuple(slice(max(int(lo[a]), 0), min(int(hi[a]), anat.shape[a])) for a in range(3))
+
+
+class _Focus(NamedTuple):
+    """One uptake focus: centre (LPS mm), semi-axes (mm) and peak excess uptake relative to the main focus."""
+
+    centre: np.ndarray
+    axes: np.ndarray
+    uptake: float
+
+
+def _satellites(
+    anat: Anatomy, rng: np.random.Generator, model: LesionModel, centre: np.ndarray, drawn: LesionDraw
+) -> list[_Focus]:
+    """The ``n_foci - 1`` satellite foci beside the main one, centred inside the brain off the striatum."""
+    out = []
+    for _ in range(drawn.n_foci - 1):
+        rel = float(rng.uniform(*model.satellite_radius))
+        uptake = float(rng.uniform(*model.satellite_uptake))
+        distance = float(rng.uniform(*model.satellite_distance)) * drawn.radius_mm * (1.0 + rel)
+        axes = rel * drawn.radius_mm * rng.uniform(0.8, 1.2, 3)
+        dirs = rng.normal(size=(_SATELLITE_TRIES, 3))
+        candidates = centre + distance * dirs / np.linalg.norm(dirs, axis=1, keepdims=True)
+        idx = np.clip(anat.index_of(candidates), 0, np.array(anat.shape) - 1)
+        score = anat.brain[tuple(idx.T)] - 2.0 * anat.striatum[tuple(idx.T)]
+        good = np.flatnonzero(score > 0.5)
+        out.append(_Focus(candidates[good[0] if good.size else int(np.argmax(score))], axes, uptake))
+    return out
+
+
+def _union_box(anat: Anatomy, foci: list[_Focus], margin_mm: float) -> tuple[slice, ...]:
+    """The working-grid box holding every focus with its edge (``margin_mm`` beyond the largest axis)."""
+    boxes = [_box(anat, f.centre, float(f.axes.max()) * 1.8 + margin_mm) for f in foci]
+    return tuple(slice(min(b[a].start for b in boxes), max(b[a].stop for b in boxes)) for a in range(3))
+
+
+def _box_shape(box: tuple[slice, ...]) -> tuple[int, int, int]:
+    return tuple(s.stop - s.start for s in box)  # type: ignore[return-value]
 
 
 def _smooth(array: np.ndarray, spacing: float, fwhm_mm: float) -> np.ndarray:
@@ -141,6 +192,7 @@ def generate_subject(
     seed: int = 0,
     size: str = "full",
     subject: str | None = None,
+    lesion_model: LesionModel | None = None,
 ) -> SyntheticSubject:
     """Simulate one static FDOPA PET scan in Bq/mL.
 
@@ -151,6 +203,8 @@ def generate_subject(
         seed: cohort seed.
         size: ``full`` (native ~2 mm voxels), ``small`` (~4 mm) or ``tiny`` (~8 mm).
         subject: identifier stored in the truth (default ``sub-<index+1:03d>``).
+        lesion_model: class-conditional lesion distributions (default
+            :data:`gliodeploy.synth.lesion.DEFAULT_LESION_MODEL`).
 
     Returns:
         :class:`SyntheticSubject` ``(image, sidecar, truth)``; the same arguments give
@@ -182,31 +236,40 @@ def generate_subject(
     left = nuis.random() < 0.5
     sites = anat.lesion_sites[(anat.lesion_sites[:, 0] > 0) == left]
     centre = sites[int(nuis.integers(len(sites)))] + nuis.uniform(-sp / 2, sp / 2, 3)
-    radius = float(nuis.uniform(7.0, 17.0))
-    axes = radius * nuis.uniform(0.75, 1.25, 3)
+    anisotropy = nuis.uniform(0.75, 1.25, 3)
     has_cavity = bool(nuis.random() < 0.7)
     cavity_radius = float(nuis.uniform(5.0, 13.0))
     direction = nuis.normal(size=3)
     direction /= np.linalg.norm(direction)
 
+    # --- lesion draws: the only draws that depend on the label (gliodeploy.synth.lesion) -----------
+    lesion_model = lesion_model or DEFAULT_LESION_MODEL
+    drawn = lesion_model.draw(les, label)
+    axes = drawn.radius_mm * anisotropy
+    foci = [_Focus(centre, axes, 1.0), *_satellites(anat, les, lesion_model, centre, drawn)]
+
     # --- healthy brain, lesion and cavity on the working grid ----------------------------------
     ideal = _healthy_uptake(anat, brain_suv, gm_wm, striatum_suv, body)
-    model = _RECURRENCE if label == 1 else _TRC
-    tbr_target = float(np.clip(les.normal(*model["tbr"]), *model["tbr_range"]))
-    if label == 0:
-        axes = axes * 1.15  # treatment-related change: more diffuse
-    box = _box(anat, centre, 1.8 * float(axes.max()) + 2 * sp)
-    q = _soft_ellipsoid_q(anat, box, centre, axes)
-    profile = 1.0 / (1.0 + np.exp(np.clip((q - 1.0) / model["edge"], -50, 50)))
-    texture = _smooth(les.standard_normal(q.shape).astype(np.float32), sp, 6.0)
-    texture = np.clip(1.0 + model["texture"] * texture / max(float(texture.std()), 1e-6), 0.4, 1.8)
-    if les.random() < model["necrosis"]:
-        texture *= 1.0 - 0.55 * np.exp(-((q / 0.45) ** 2))
-    weight_map = profile * texture * anat.brain[box]
-    weight_map /= float(weight_map.max())
-    ideal[box] = ideal[box] * (1.0 - weight_map) + brain_suv * tbr_target * weight_map
+    edge_scale = drawn.edge_width_mm / _LOGISTIC_10_90  # logistic scale of the edge (mm)
+    box = _union_box(anat, foci, 5.0 * edge_scale + 2 * sp)
+    texture = _smooth(
+        les.standard_normal(_box_shape(box)).astype(np.float32), sp, lesion_model.texture_fwhm_mm
+    )
+    texture = np.clip(1.0 + drawn.texture_amplitude * texture / max(float(texture.std()), 1e-6), 0.4, 1.8)
+    weight_map = np.zeros(_box_shape(box), dtype=np.float32)
     lesion = np.zeros(anat.shape, dtype=bool)
-    lesion[box] = (profile >= 0.5) & (anat.brain[box] > 0.5)
+    for k, focus in enumerate(foci):
+        q = _soft_ellipsoid_q(anat, box, focus.centre, focus.axes)
+        radius = float(np.mean(focus.axes))
+        profile = 1.0 / (1.0 + np.exp(np.clip((q - 1.0) * radius / edge_scale, -50, 50)))
+        raw = profile * texture * anat.brain[box]
+        if k == 0 and drawn.necrosis_fraction > 0:  # cold core of the main focus
+            core = drawn.necrosis_fraction ** (1.0 / 3.0)  # radius share of a core with that volume share
+            raw *= 1.0 - lesion_model.necrosis_depth * np.exp(-((q / core) ** 2))
+        # Each focus peaks at its own relative uptake: the main focus (1.0) holds the lesion's TBRmax.
+        weight_map = np.maximum(weight_map, focus.uptake * raw / max(float(raw.max()), 1e-6))
+        lesion[box] |= (profile >= 0.5) & (anat.brain[box] > 0.5)
+    ideal[box] = ideal[box] * (1.0 - weight_map) + brain_suv * drawn.tbr_max * weight_map
     if has_cavity:
         cav_centre = centre + direction * (0.85 * float(axes.mean()) + cavity_radius)
         cbox = _box(anat, cav_centre, cavity_radius + 3 * sp)
@@ -275,6 +338,11 @@ def generate_subject(
         lesion_center_mm=tuple(head.TransformPoint(tuple(float(c) for c in centre))),  # type: ignore[arg-type]
         contralateral_center_mm=tuple(head.TransformPoint(mirror)),  # type: ignore[arg-type]
         lesion_volume_ml=float(lesion.sum()) * sp**3 / 1000.0,
+        lesion_radius_mm=drawn.radius_mm,
+        edge_width_mm=drawn.edge_width_mm,
+        texture_amplitude=drawn.texture_amplitude,
+        necrosis_fraction=drawn.necrosis_fraction,
+        n_foci=drawn.n_foci,
         cavity=has_cavity,
         head_translation_mm=tuple(float(t) for t in translation),  # type: ignore[arg-type]
         head_rotation_deg=tuple(float(r) for r in rotation),  # type: ignore[arg-type]
