@@ -104,7 +104,7 @@ def test_sigkill_during_export_leaves_no_version(
     before = _versions(repo)
     snapshot = {p.relative_to(repo): p.read_bytes() for p in repo.rglob("*") if p.is_file()}
     log = tmp_path / "export.log"
-    job = _popen([*CLI, "export", str(tiny_run), "--out", str(repo)], log)
+    job = _popen([*CLI, "export", str(tiny_run), "--out", str(repo), "--threshold", "0.5"], log)
     # Kill once the export has started writing into the repository (its staging area appears).
     _wait_for(lambda: len(list(repo.iterdir())) > len(before) or _staged(repo), job, 120, log)
     _kill(job)
@@ -117,7 +117,10 @@ def test_sigkill_during_export_leaves_no_version(
     proc = subprocess.run(verify, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     proc = subprocess.run(
-        [*CLI, "export", str(tiny_run), "--out", str(repo)], capture_output=True, text=True, timeout=300
+        [*CLI, "export", str(tiny_run), "--out", str(repo), "--threshold", "0.5"],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0 and "exported version 2" in proc.stdout, proc.stderr
     assert all(v == ["1", "2"] for v in _versions(repo).values()), _versions(repo)

@@ -321,8 +321,8 @@ def export_run(
 
     run = RunDir(run_dir)
     plans = run.plans()
+    models = run.load_fold_models()  # an unfinished or corrupt run is the first thing to say
     operating_point = resolve_operating_point(run_dir, threshold)
-    models = run.load_fold_models()
     return export_models(
         models,
         plans,
