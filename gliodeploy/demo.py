@@ -109,9 +109,54 @@ def _auc_lines(metrics_path: Path) -> list[str]:
     return lines
 
 
+def _decision_lines(predictions: Path, test_rows: list[dict[str, str]], metrics_path: Path) -> list[str]:
+    """What the served model decided on the external scans, at the operating point it shipped with.
+
+    Read from the client's own JSON output (so it is what a hospital would have received), beside the
+    operating point's expected sensitivity/specificity and the model's own warnings from the report.
+    """
+    try:
+        doc = json.loads(predictions.read_text())
+        metrics = json.loads(metrics_path.read_text())
+    except (OSError, ValueError):
+        return [f"(no client predictions at {predictions})"]
+    from gliodeploy.contract import describe_operating_point
+
+    lines = []
+    op = (doc.get("model") or {}).get("operating_point")
+    if op:
+        lines.append(f"served operating point: {describe_operating_point(op)}")
+    label_of = {Path(r["image"]).name: int(r["label"]) for r in test_rows}
+    ok = [r for r in doc.get("results", []) if r.get("ok")]
+    calls = [(int(r["label"]), label_of.get(Path(r["source"]).name)) for r in ok]
+    pos = [c for c, y in calls if y == 1]
+    neg = [c for c, y in calls if y == 0]
+    n_rec = sum(c for c, _ in calls)
+    lines.append(
+        f"client decisions on {len(calls)} external scans: {n_rec} recurrence, {len(calls) - n_rec} "
+        f"treatment-related change; sensitivity {sum(pos)}/{len(pos)}, specificity "
+        f"{len(neg) - sum(neg)}/{len(neg)}"
+    )
+    probs = sorted(float(r["probability"]) for r in ok)
+    if probs:
+        q1, q3 = probs[len(probs) // 4], probs[(3 * len(probs)) // 4]
+        lines.append(
+            f"external probabilities: {probs[0]:.2f}-{probs[-1]:.2f}, interquartile {q1:.2f}-{q3:.2f}"
+        )
+    for run in metrics.get("runs", []):
+        lines += [f"warning ({run['name']}): {note}" for note in run.get("diagnosis", [])]
+    return lines
+
+
 def demo(
     out: Path = typer.Option(Path("demo_output"), "--out", "-o", help="Folder for every artefact."),
-    n: int = typer.Option(120, "--n", min=30, help="Synthetic subjects (both sites; ~16 % external test)."),
+    n: int = typer.Option(160, "--n", min=30, help="Synthetic subjects (both sites)."),
+    test_fraction: float = typer.Option(
+        0.375,
+        "--test-fraction",
+        help="Share of subjects at the external test site (default: 100 training + 60 external scans, "
+        "so the external CI means something).",
+    ),
     seed: int = typer.Option(0, "--seed", help="Seed of the synthetic cohort and of training."),
     size: str = typer.Option("small", "--size", help="Synthetic voxel size: tiny, small (4 mm) or full."),
     config: Path = typer.Option(
@@ -156,7 +201,11 @@ def demo(
 
     steps.run(
         "Generate a synthetic FDOPA PET cohort (training site + external site)",
-        _gliodeploy("synth", "--out", str(cohort), "--n", str(n), "--seed", str(seed), "--size", size),
+        _gliodeploy(
+            "synth",
+            *("--out", str(cohort), "--n", str(n), "--seed", str(seed), "--size", size),
+            *("--test-fraction", str(test_fraction)),
+        ),
     )
     manifest = cohort / "manifest.csv"
     train_args = ["train", str(config), "--manifest", str(manifest), "--out", str(run), "--device", "auto"]
@@ -202,6 +251,8 @@ def demo(
         typer.echo(f"  {seconds:7.1f} s  {title}")
     typer.echo(f"  {total:7.1f} s  total")
     for line in _auc_lines(report_dir / "metrics.json"):
+        typer.echo(f"  {line}")
+    for line in _decision_lines(predictions, test_rows, report_dir / "metrics.json"):
         typer.echo(f"  {line}")
     typer.secho("\nArtefacts", bold=True)
     for label, path in [

@@ -57,6 +57,15 @@ def test_demo_runs_the_whole_pipeline_and_stops_the_server(tmp_path: Path) -> No
     assert "CNN ensemble 'tiny_demo': external test AUC" in proc.stdout
     assert "tbr_max baseline: external test AUC" in proc.stdout
     assert "Triton server stopped" in proc.stdout
+    # The served decision rule is the OOF-chosen operating point, and the client's decisions are shown.
+    op = predictions["model"]["operating_point"]
+    assert op["method"] == "youden" and op["validation_mode"] == "final" and op["sensitivity"]
+    card = json.loads((out / "model_repository" / "gliodeploy_ensemble" / "1" / "metadata.json").read_text())
+    assert card["operating_point"] == op and card["threshold"] == op["threshold"]
+    assert all(r["threshold"] == op["threshold"] for r in results)
+    assert f"served operating point: threshold {op['threshold']:.4g} (youden" in proc.stdout
+    assert f"client decisions on {n_test} external scans:" in proc.stdout
+    assert "operating point threshold" in proc.stdout  # the plain client line shows it too
     assert (
         out / ".gliodeploy-demo"
     ).is_file()  # marks the folder as the demo's own (--overwrite may delete it)
