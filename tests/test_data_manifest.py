@@ -106,3 +106,46 @@ def test_splits_file_reused_and_checked(tmp_path: Path) -> None:
     path.write_text(json.dumps(edited))
     with pytest.raises(ConfigError, match="not among the manifest's training rows: sub-999"):
         load_or_create_splits(path, rows, 3, seed=0)
+
+
+def _lesion_cohort(tmp_path: Path, rows: list[str]) -> Path:
+    (tmp_path / "masks").mkdir(exist_ok=True)
+    lines = ["subject,image,label,scanner,site,split,lesion_mm,lesion_voi,lesion_center_mm\n"]
+    for i, extra in enumerate(rows):
+        (tmp_path / f"s{i}.nii.gz").write_bytes(b"x")
+        lines.append(f"s{i},s{i}.nii.gz,{i % 2},A,S1,train,{extra}\n")
+    path = tmp_path / "manifest.csv"
+    path.write_text("".join(lines))
+    return path
+
+
+def test_reader_lesion_columns_are_read(tmp_path: Path) -> None:
+    (tmp_path / "masks" / "voi.nii.gz").parent.mkdir()
+    (tmp_path / "masks" / "voi.nii.gz").write_bytes(b"x")
+    m = read_manifest(
+        _lesion_cohort(tmp_path, ["-34.85;54.5; 23.8,,", ",masks/voi.nii.gz,1;2;3", ",,not a point", ",,"])
+    )
+    a, b, c, d = m.rows
+    assert a.lesion_mm == (-34.85, 54.5, 23.8) and a.lesion_voi is None and a.line == 2
+    assert b.lesion_mm is None and b.lesion_voi == (tmp_path / "masks" / "voi.nii.gz").resolve()
+    assert b.truth_lesion_mm == (1.0, 2.0, 3.0)
+    assert c.truth_lesion_mm is None  # malformed ground truth only leaves the miss rate: no error
+    assert (d.lesion_mm, d.lesion_voi, d.truth_lesion_mm) == (None, None, None)
+    assert b.where("lesion_voi") == "line 3 (subject s1), column lesion_voi"
+
+
+@pytest.mark.parametrize("bad", ["1;2", "1;2;x", "1;2;3;4", "1;nan;3", "1,2,3"])
+def test_malformed_reader_point_names_line_and_column(tmp_path: Path, bad: str) -> None:
+    cohort = _lesion_cohort(tmp_path, [",,", f'"{bad}",,'])
+    with pytest.raises(ConfigError, match=r"line 3 \(s1\): column lesion_mm: .*x;y;z|non-finite") as info:
+        read_manifest(cohort)
+    assert "lesion_mm" in str(info.value)
+
+
+def test_missing_reader_voi_file_names_line_and_column(tmp_path: Path) -> None:
+    cohort = _lesion_cohort(tmp_path, [",,", ",masks/missing.nii.gz,"])
+    with pytest.raises(
+        InputError, match=r"1 lesion VOI file.*line 3 \(subject s1\), column lesion_voi: .*missing"
+    ):
+        read_manifest(cohort)
+    assert read_manifest(cohort, check_files=False).rows[1].lesion_voi is not None

@@ -1,8 +1,10 @@
 """Preprocess each scan once and cache it: ``<cache_root>/<config fingerprint>/<subject>.npz``.
 
-An entry stores the masked SUV array on the model grid ``[x, y, z]`` (float32), the brain mask and
-the SHA-256 of the input file(s); it is reused only if the input hash still matches, so editing a
-scan or changing the preprocessing (another fingerprint folder) never serves a stale volume.
+An entry stores the masked SUV array on the model grid ``[x, y, z]`` (float32), the brain mask, the
+grid's geometry (origin and spacing in LPS mm: the grid is centred on each scan's brain, so it differs
+per scan) and the SHA-256 of the input file(s); it is reused only if the input hash still matches, so
+editing a scan or changing the preprocessing (another fingerprint folder) never serves a stale volume.
+Entries written before the geometry was stored are rebuilt once.
 """
 
 from __future__ import annotations
@@ -46,13 +48,20 @@ class CachedVolume:
     array: np.ndarray  # [x, y, z] float32 masked SUV
     mask: np.ndarray  # [x, y, z] uint8
     source_hash: str
+    origin: tuple[float, float, float] | None = None  # LPS mm of voxel (0, 0, 0); None in old entries
+    spacing: tuple[float, float, float] | None = None  # mm
 
 
 def load_cached(path: str | Path) -> CachedVolume:
     """Load one cache entry."""
     try:
         with np.load(path) as z:
-            return CachedVolume(z["array"], z["mask"], str(z["source_hash"]))
+            geometry = {
+                k: tuple(float(v) for v in z[f"grid_{k}"])
+                for k in ("origin", "spacing")
+                if f"grid_{k}" in z.files
+            }
+            return CachedVolume(z["array"], z["mask"], str(z["source_hash"]), **geometry)
     except (OSError, KeyError, ValueError) as exc:
         raise InputError(f"corrupt cache entry {path}: {exc}; delete it to rebuild") from exc
 
@@ -67,7 +76,7 @@ def _entry_is_fresh(entry: Path, digest: str) -> bool:
         return False
     try:
         with np.load(entry) as z:
-            return str(z["source_hash"]) == digest
+            return str(z["source_hash"]) == digest and "grid_origin" in z.files
     except (OSError, KeyError, ValueError):
         return False  # unreadable entry: rebuild it
 
@@ -89,7 +98,14 @@ def preprocess_row(row: ManifestRow, cfg: Any, entry: Path) -> Path:
     if not np.isfinite(array).all():
         raise InputError(f"subject {row.subject} ({row.image}): preprocessed volume contains NaN/inf")
     with atomic_path(entry) as tmp, open(tmp, "wb") as fh:
-        np.savez(fh, array=array, mask=np.asarray(out.mask, dtype=np.uint8), source_hash=np.array(digest))
+        np.savez(
+            fh,
+            array=array,
+            mask=np.asarray(out.mask, dtype=np.uint8),
+            source_hash=np.array(digest),
+            grid_origin=np.asarray(out.grid.GetOrigin(), dtype=np.float64),
+            grid_spacing=np.asarray(out.grid.GetSpacing(), dtype=np.float64),
+        )
     return entry
 
 

@@ -3,6 +3,23 @@
 Columns (see docs/ARCHITECTURE.md): ``subject, image, label, scanner, site, split`` plus optional
 SUV inputs (``weight_kg``, ``injected_dose_bq``). Every problem found is reported at once, naming
 the manifest, the column and the rows, so a user fixes the file in one go.
+
+Optional reader lesion location, used by the TBR baseline instead of its automatic hotspot
+(``gliodeploy.evaluation.baseline``); leave the cell empty for scans without one:
+
+* ``lesion_mm``: a point on the lesion, ``x;y;z`` in physical millimetres, LPS patient coordinates
+  (DICOM / ITK / SimpleITK convention: x grows to the patient's left, y to posterior, z to superior) of
+  the row's image - the convention of the synthetic ``lesion_center_mm`` column. Viewers that show RAS
+  (3D Slicer, FSLeyes, MRIcroGL) need x and y negated. The baseline takes the hottest voxel within
+  10 mm of it (outside the striatum).
+* ``lesion_voi``: a lesion VOI mask (NIfTI, any non-zero voxel is in), relative to the manifest's
+  folder or absolute, in the same physical space as the image (any voxel grid: it is resampled onto
+  the model grid with nearest neighbour). SUVmax / mean are read inside it. Wins over ``lesion_mm``.
+
+Synthetic cohorts carry the true lesion centre ``lesion_center_mm`` (same ``x;y;z`` LPS mm format),
+read into :attr:`ManifestRow.truth_lesion_mm` so the report can say how often the automatic hotspot
+misses the lesion; it is ground truth, never used as a reader location, and a malformed value only
+leaves that scan out of the miss rate.
 """
 
 from __future__ import annotations
@@ -19,11 +36,21 @@ REQUIRED_COLUMNS: tuple[str, ...] = ("subject", "image", "label", "scanner", "si
 #: Optional numeric columns handed to ``gliodeploy.io.load_pet`` as keyword arguments.
 SUV_COLUMNS: tuple[str, ...] = ("weight_kg", "injected_dose_bq")
 SPLITS: tuple[str, ...] = ("train", "test")
+#: Optional reader lesion location columns (see the module docstring).
+READER_POINT_COLUMN = "lesion_mm"
+READER_VOI_COLUMN = "lesion_voi"
+#: Ground-truth lesion centre of synthetic cohorts (``x;y;z`` LPS mm); never used as a reader location.
+TRUTH_LESION_COLUMN = "lesion_center_mm"
 
 
 @dataclass(frozen=True)
 class ManifestRow:
-    """One scan of the cohort. ``image`` is resolved to an absolute path."""
+    """One scan of the cohort. ``image`` (and ``lesion_voi``) are resolved to absolute paths.
+
+    ``line`` is the row's line in the CSV (1 = header) for error messages. ``lesion_mm`` /
+    ``lesion_voi`` are the optional reader lesion location (LPS mm point / VOI mask path);
+    ``truth_lesion_mm`` is a synthetic cohort's true lesion centre (LPS mm).
+    """
 
     subject: str
     image: Path
@@ -32,6 +59,15 @@ class ManifestRow:
     site: str
     split: str
     suv_kwargs: dict[str, float] = field(default_factory=dict)
+    line: int = 0
+    lesion_mm: tuple[float, float, float] | None = None
+    lesion_voi: Path | None = None
+    truth_lesion_mm: tuple[float, float, float] | None = None
+
+    def where(self, column: str | None = None) -> str:
+        """``line N (subject S), column C`` for error messages."""
+        text = f"line {self.line} (subject {self.subject})" if self.line else f"subject {self.subject}"
+        return f"{text}, column {column}" if column else text
 
     @property
     def stratum(self) -> str:
@@ -61,6 +97,20 @@ class Manifest:
         return {r.subject: r for r in self.rows}
 
 
+def parse_point_mm(text: str) -> tuple[float, float, float]:
+    """``"x;y;z"`` (mm) -> three finite floats; ValueError with the reason otherwise."""
+    parts = [p.strip() for p in text.split(";")]
+    if len(parts) != 3:
+        raise ValueError(f"{text!r} is not 'x;y;z' (three numbers in mm separated by ';')")
+    try:
+        values = tuple(float(p) for p in parts)
+    except ValueError:
+        raise ValueError(f"{text!r} is not 'x;y;z' (three numbers in mm separated by ';')") from None
+    if not all(math.isfinite(v) for v in values):
+        raise ValueError(f"{text!r} has a non-finite coordinate")
+    return values  # type: ignore[return-value]
+
+
 def _fmt(items: list[str], limit: int = 10) -> str:
     shown = ", ".join(items[:limit])
     return shown + (f" ... ({len(items)} in all)" if len(items) > limit else "")
@@ -76,7 +126,7 @@ def read_manifest(
         n_folds: when given, every class and every label x scanner stratum of the training rows
             must hold at least this many subjects (else stratified K-fold cannot put one in each fold).
         require_train: raise when no row has ``split == "train"``.
-        check_files: raise when image files/folders are missing (all listed).
+        check_files: raise when image files/folders or ``lesion_voi`` files are missing (all listed).
 
     Raises:
         InputError: unreadable file, missing image files.
@@ -134,6 +184,22 @@ def read_manifest(
                 suv[col] = value
         image = Path(rec["image"])
         image = image if image.is_absolute() else (path.parent / image)
+        point = truth = None
+        if text := rec.get(READER_POINT_COLUMN, ""):
+            try:
+                point = parse_point_mm(text)
+            except ValueError as exc:
+                problems.append(f"line {line} ({subject}): column {READER_POINT_COLUMN}: {exc}")
+        if text := rec.get(TRUTH_LESION_COLUMN, ""):
+            try:
+                truth = parse_point_mm(text)
+            except ValueError:
+                truth = None  # ground truth for a report figure only: never blocks training
+        voi_text = rec.get(READER_VOI_COLUMN, "")
+        voi = None
+        if voi_text:
+            voi = Path(voi_text)
+            voi = (voi if voi.is_absolute() else (path.parent / voi)).resolve()
         rows.append(
             ManifestRow(
                 subject=subject,
@@ -143,6 +209,10 @@ def read_manifest(
                 site=rec["site"],
                 split=split,
                 suv_kwargs=suv,
+                line=line,
+                lesion_mm=point,
+                lesion_voi=voi,
+                truth_lesion_mm=truth,
             )
         )
     dupes = sorted(s for s, n in Counter(r.subject for r in rows).items() if n > 1)
@@ -155,6 +225,15 @@ def read_manifest(
         missing = [str(r.image) for r in rows if not r.image.exists()]
         if missing:
             raise InputError(f"manifest {path}: {len(missing)} image file(s) not found: {_fmt(missing, 5)}")
+        missing = [
+            f"{r.where(READER_VOI_COLUMN)}: {r.lesion_voi}"
+            for r in rows
+            if r.lesion_voi is not None and not r.lesion_voi.is_file()
+        ]
+        if missing:
+            raise InputError(
+                f"manifest {path}: {len(missing)} lesion VOI file(s) not found: {_fmt(missing, 5)}"
+            )
 
     manifest = Manifest(path=path.resolve(), rows=tuple(rows))
     train = manifest.train

@@ -120,6 +120,7 @@ def evaluate(
         volumes = inference.load_volumes(list(cohort.rows), cfg, cache_root)
         params = inference.baseline_parameters(list(cohort.rows), volumes, tuple(cfg.spacing))
         inputs.baseline_params = {s: p.to_dict() for s, p in params.items()}
+        inputs.baseline_summary = inference.baseline_summary(list(cohort.rows), params)
         if cohort.train and len({r.label for r in cohort.train}) == 2:
             inputs.baseline_train = inference.baseline_predictions(cohort.train, params)
             if cohort.test:

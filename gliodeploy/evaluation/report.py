@@ -18,6 +18,7 @@ from typing import Any
 
 from gliodeploy import __version__
 from gliodeploy.evaluation import figures as F
+from gliodeploy.evaluation.baseline import describe_lesion_location
 from gliodeploy.evaluation.evaluate import (
     BootstrapSettings,
     compare_auc,
@@ -70,6 +71,8 @@ class ReportInputs:
     baseline_train: Predictions | None = None
     baseline_test: Predictions | None = None
     baseline_params: dict[str, dict[str, Any]] = field(default_factory=dict)  # subject -> parameters
+    # settings, lesion_sources, hotspot_miss (gliodeploy.evaluation.inference.baseline_summary)
+    baseline_summary: dict[str, Any] = field(default_factory=dict)
     distribution: list[tuple[str, str, str, int]] = field(default_factory=list)  # split, site, scanner, label
     manifest: str | None = None
     operating_points: dict[str, OperatingPoint] = field(default_factory=dict)  # by run name
@@ -101,6 +104,7 @@ def compute_metrics(inputs: ReportInputs, boot: BootstrapSettings) -> dict[str, 
     baseline = None
     if inputs.baseline_train is not None:
         baseline = evaluate_baseline(inputs.baseline_train, inputs.baseline_test, boot)
+        baseline.update(inputs.baseline_summary)
         for entry, run in zip(runs, inputs.runs, strict=True):
             test = inputs.test.get(run.name)
             if test is not None and inputs.baseline_test is not None:
@@ -245,11 +249,15 @@ def render(metrics: dict[str, Any], inputs: ReportInputs, *, curve_resamples: in
         base_html.append("<p>Baseline not computed (no manifest scans).</p>")
     else:
         base_html.append(
-            "<p class='note'>TBRmax from the PET alone (automatic lesion candidate, healthy-brain "
+            "<p class='note'>TBRmax from the PET (automatic lesion candidate outside the whole striatum, "
+            "or the reader's lesion point/VOI from the manifest; healthy-brain "
             "reference and striatum; see <code>gliodeploy.evaluation.baseline</code>). "
             "Its rows in the tables above are "
             f"named <b>{html.escape(baseline['name'])}</b>; 'validation' is the whole training split.</p>"
         )
+        for key, sentence in describe_lesion_location(baseline):  # lesion sources, hotspot miss rate
+            base_html.append(f"<p data-baseline='{key}'>{html.escape(sentence)}</p>")
+            md.append(sentence)
         for r in runs:
             c = r.get("test_auc_vs_baseline")
             if c:
