@@ -106,6 +106,12 @@ def _auc_lines(metrics_path: Path) -> list[str]:
     if base:
         lines.append(f"{base['name']}: training-site AUC {auc(base.get('validation'))}")
         lines.append(f"{base['name']}: external test AUC {auc(base.get('test'))}")
+        miss = base.get("hotspot_miss")
+        if miss:
+            lines.append(
+                f"{base['name']}: automatic hotspot > {miss['threshold_mm']:g} mm from the true lesion in "
+                f"{miss['n_miss']} of {miss['n']} scans"
+            )
     return lines
 
 
