@@ -88,7 +88,7 @@ def test_native_heatmap_has_the_input_geometry(explained: tuple[Path, sitk.Image
 def test_summary_png_and_grid_files(explained: tuple[Path, sitk.Image, Path]) -> None:
     out, _, _ = explained
     summary = json.loads(next(out.glob("*_explanation.json")).read_text())
-    assert 0.0 <= summary["attention_in_brain"] <= 1.0
+    assert 0.0 <= summary["attention_inside_brain"] <= 1.0
     assert summary["folds"] == list(range(N_FOLDS))
     assert summary["probability"] == pytest.approx(np.mean(summary["fold_probabilities"]))
     for view in ("axial", "coronal", "sagittal"):
@@ -96,11 +96,23 @@ def test_summary_png_and_grid_files(explained: tuple[Path, sitk.Image, Path]) ->
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 2000
     grid = sitk.ReadImage(summary["files"]["grid_heatmap"])
     assert grid.GetSize() == (32, 32, 21)
-    # the PNG slices cross at the hottest attention inside the brain (the masked SUV is > 0 there)
-    suv = sitk.GetArrayFromImage(sitk.ReadImage(summary["files"]["grid_suv"])).transpose(2, 1, 0)
+    # the PNGs cut through the map's peak (its maximum), wherever it lies
+    from gliodeploy.explain.overlay import read_cut
+
     cam = sitk.GetArrayFromImage(grid).transpose(2, 1, 0)
-    x, y, z = summary["slice_voxel_grid"]
-    assert suv[x, y, z] > 0 and cam[x, y, z] == pytest.approx((cam * (suv > 0)).max())
+    x, y, z = summary["peak_voxel"]
+    assert cam[x, y, z] == pytest.approx(cam.max())
+    for view in ("axial", "coronal", "sagittal"):
+        assert read_cut(Path(summary["files"][f"png_{view}"]).read_bytes())["centre"] == [x, y, z]
+    # peak_mm is the peak voxel through the grid's geometry, and the same physical point in the native
+    # scan (flipped y axis, anisotropic): the native heatmap is at its maximum there too
+    assert grid.TransformIndexToPhysicalPoint([x, y, z]) == pytest.approx(summary["peak_mm"])
+    native = sitk.ReadImage(summary["files"]["native_heatmap"])
+    index = native.TransformPhysicalPointToIndex(summary["peak_mm"])
+    assert summary["peak_voxel_native"] == list(index)
+    assert native[index] == pytest.approx(cam.max(), abs=0.05)
+    # the default layer of cnn3d is 2x2x1 on the tiny grid: reported as too coarse
+    assert summary["layer_feature_shape"] == [2, 2, 1] and "too coarse" in summary["layer_warning"]
 
 
 def test_single_fold_equals_direct_gradcam(explained: tuple[Path, sitk.Image, Path], tmp_path: Path) -> None:
@@ -140,3 +152,47 @@ def test_cli_errors_are_clear(explained: tuple[Path, sitk.Image, Path], tmp_path
             run_app(app, ["explain", *args])
         assert exc.value.code == code
         assert message in capsys.readouterr().err
+
+
+def _reference_gradcam(model, volume: np.ndarray, layer: str) -> np.ndarray:
+    """Grad-CAM by hand with full autograd: ReLU(sum_k mean(dy/dA_k) A_k), min-max, trilinear."""
+    import torch.nn.functional as F
+
+    store = {}
+
+    def keep(_m, _i, out):
+        out.retain_grad()
+        store["a"] = out
+
+    handle = model.get_submodule(layer).register_forward_hook(keep)
+    try:
+        model(torch.from_numpy(volume)[None, None]).sum().backward()
+    finally:
+        handle.remove()
+    a = store["a"]
+    cam = torch.relu((a.grad.mean(dim=(2, 3, 4), keepdim=True) * a).sum(1, keepdim=True)).detach()
+    cam = (cam - cam.min()) / (cam.max() - cam.min())
+    return F.interpolate(cam, volume.shape, mode="trilinear", align_corners=False)[0, 0].numpy()
+
+
+@pytest.mark.parametrize("layer", ["backbone.features.3", "backbone.features.1"])
+def test_cam_model_matches_reference_and_is_reusable(
+    explained: tuple[Path, sitk.Image, Path], layer: str
+) -> None:
+    """The truncated backward pass (graph started at the layer) gives the textbook Grad-CAM, and one
+    injected model explains several volumes as a fresh one would."""
+    from gliodeploy.explain.explainer import load_models
+    from gliodeploy.explain.gradcam import CamModel
+
+    out, _, run = explained
+    model = load_models(run, 0)[0][0]
+    suv = sitk.GetArrayFromImage(sitk.ReadImage(str(next(out.glob("*_suv_grid.nii.gz"))))).transpose(2, 1, 0)
+    other = np.ascontiguousarray(np.roll(suv, 3, axis=0))
+    cam_model = CamModel(model, layer=layer)
+    first, p1 = cam_model(suv)
+    second, _ = cam_model(other)
+    assert np.allclose(first, _reference_gradcam(model, suv, layer), atol=1e-5)
+    assert np.allclose(second, gradcam(model, other, layer=layer)[0], atol=1e-6)
+    assert all(p.requires_grad for p in model.parameters())  # the caller's model is untouched
+    pp, p2 = gradcam(model, suv, layer=layer, method="gcampp")  # Grad-CAM++ on a single logit
+    assert pp.shape == suv.shape and pp.min() >= 0 and pp.max() <= 1 and p2 == pytest.approx(p1, abs=1e-6)

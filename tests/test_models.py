@@ -9,7 +9,7 @@ from torch import nn
 from gliodeploy.errors import ConfigError, InputError, ModelError
 from gliodeploy.models import MODEL_NAMES, build_model, count_parameters
 from gliodeploy.models.layers import GlobalAvgPool3d
-from gliodeploy.models.registry import STUDY_PARAMETERS, model_info
+from gliodeploy.models.registry import STUDY_MODEL_NAMES, STUDY_PARAMETERS, model_info
 from gliodeploy.preprocessing import PreprocessConfig
 
 #: Parameter counts reported by the study (backbone, 1 x 1 x 128 x 128 x 82 input). ACS-ResNet18 is
@@ -38,8 +38,11 @@ def _tiny_input(batch: int = 2) -> torch.Tensor:
 
 
 def test_registry_names_the_six_study_architectures() -> None:
-    assert set(MODEL_NAMES) == set(STUDY)
+    assert set(STUDY_MODEL_NAMES) == set(STUDY)
     assert STUDY_PARAMETERS == STUDY
+    # Improved variants come after the study's six and carry no study parameter count.
+    assert list(MODEL_NAMES) == [*STUDY_MODEL_NAMES, "lesionnet"]
+    assert model_info("lesionnet")["study_parameters"] is None
 
 
 @pytest.mark.parametrize("name", sorted(STUDY))

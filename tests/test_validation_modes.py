@@ -17,7 +17,7 @@ from tiny_experiment import write_tiny_experiment
 
 from gliodeploy.errors import ConfigError
 from gliodeploy.evaluation import metrics as M
-from gliodeploy.evaluation.evaluate import BootstrapSettings, evaluate_run
+from gliodeploy.evaluation.evaluate import BootstrapSettings, evaluate_run, selection_bias
 from gliodeploy.evaluation.rundata import load_run
 from gliodeploy.training.config import load_experiment
 from gliodeploy.training.loop import lr_factor, run_experiment
@@ -77,9 +77,7 @@ def test_permuted_labels_honest_oof_is_chance_and_study_mode_is_flagged(cohort: 
     for seed in (0, 1, 2):
         manifest = _permuted(cohort, seed)
         honest = _train(tmp_path, manifest, f"final_{seed}", seed=seed)
-        study = _train(
-            tmp_path, manifest, f"study_{seed}", seed=seed, validation="study", select_metric="val_auc"
-        )
+        study = _train(tmp_path, manifest, f"study_{seed}", seed=seed, validation="study")
         value, low, high = _oof_auc_ci(honest)
         assert low <= 0.5 <= high, (
             f"seed {seed}: honest OOF AUC {value:.2f} [{low:.2f}-{high:.2f}] excludes 0.5"
@@ -89,13 +87,20 @@ def test_permuted_labels_honest_oof_is_chance_and_study_mode_is_flagged(cohort: 
             d_final = json.loads((honest / f"fold_{k}" / "done.json").read_text())
             d_study = json.loads((study / f"fold_{k}" / "done.json").read_text())
             assert d_final["selected_epoch"] == EPOCHS - 1 and d_final["validation"] == "final"
-            # same trajectory: the study's choice is the best validation-fold AUC over the epochs,
+            # same trajectory: the study's choice is the lowest validation-fold loss over the epochs,
             # never worse than the final epoch's - selection on the patients it is scored on
-            assert [r["val_auc"] for r in log] == [
-                json.loads(line)["val_auc"]
+            assert [r["val_loss"] for r in log] == [
+                json.loads(line)["val_loss"]
                 for line in (study / f"fold_{k}" / "log.jsonl").read_text().splitlines()
             ]
-            assert d_study["selected_val_auc"] == max(r["val_auc"] for r in log) >= log[-1]["val_auc"]
+            assert d_study["selected_val_loss"] == min(r["val_loss"] for r in log) <= log[-1]["val_loss"]
+        # the honest run measures the study's optimism on its own trajectories (from the logged
+        # per-patient losses): exactly what the study-mode run reports
+        bias = selection_bias(load_run(honest))
+        assert bias["oof_auc_final_epoch"] == pytest.approx(_oof_auc_ci(honest)[0], abs=2e-3)
+        assert bias["oof_auc_if_selected_on_validation_fold"] == pytest.approx(
+            _oof_auc_ci(study)[0], abs=2e-3
+        )
         # the software says which is which, in words
         boot = BootstrapSettings(n_resamples=200)
         for run, mode in ((honest, "final"), (study, "study")):

@@ -41,6 +41,16 @@ def evaluate(
         help="Fit a temperature on the OOF predictions; the threshold is chosen on the calibrated "
         "probabilities and the export applies the temperature inside the graph.",
     ),
+    localisation: bool | None = typer.Option(
+        None,
+        "--localisation/--no-localisation",
+        help="Grad-CAM of the fold ensemble on every true recurrence of the test split: share of "
+        "attention inside the brain and how often the map's peak lies within 20 mm of the true lesion "
+        "centre (default: on when the manifest has lesion_center_mm).",
+    ),
+    gradcam_layer: str | None = typer.Option(
+        None, "--gradcam-layer", help="Layer for --localisation (default: the explain default layer)."
+    ),
 ) -> None:
     """Evaluate trained runs: validation (out-of-fold) and external-test metrics with 95 % bootstrap CIs,
     the TBRmax baseline side by side, and a self-contained HTML report.
@@ -113,6 +123,25 @@ def evaluate(
             volumes = inference.load_volumes(cohort.test, cfg, cache_root)
             models = RunDir(r.path).load_fold_models()
             inputs.test[r.name] = inference.ensemble_predictions(cohort.test, volumes, models)
+            if localisation or (localisation is None and any(x.truth_lesion_mm for x in cohort.test)):
+                from gliodeploy.explain.cohort import explain_cohort, read_true_labels
+
+                loc = explain_cohort(
+                    models,
+                    cohort.test,
+                    volumes,
+                    tuple(cfg.spacing),
+                    true_labels=read_true_labels(cohort.path),
+                    layer=gradcam_layer,
+                    population="external true recurrences",
+                )
+                inputs.localisation[r.name] = loc
+                typer.echo(
+                    f"[{r.name}] Grad-CAM localisation: {loc['n_localised']}/{loc['n_with_truth']} peaks "
+                    f"within {loc['threshold_mm']:.0f} mm of the lesion, median attention inside the brain "
+                    f"{loc['median_attention_inside_brain']:.0%} ({loc['n_explained']} scans, "
+                    f"{loc['seconds']:.0f} s)"
+                )
 
     if baseline:
         cfg = next(iter(configs.values()))  # the baseline reads SUV: any run's grid is fine, take the first

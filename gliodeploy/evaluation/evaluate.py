@@ -22,7 +22,7 @@ import numpy as np
 from gliodeploy.evaluation import metrics as M
 from gliodeploy.evaluation.baseline import LITERATURE_CUTOFFS
 from gliodeploy.evaluation.operating_point import OperatingPoint
-from gliodeploy.evaluation.rundata import Predictions
+from gliodeploy.evaluation.rundata import Predictions, RunData
 
 
 @dataclass(frozen=True)
@@ -152,6 +152,10 @@ def learning_diagnosis(result: dict[str, Any], oof: Predictions, test: Predictio
                 f"On the external test set the AUC is {tauc['value']:.2f} with a 95 % CI "
                 f"({tauc['low']:.2f}-{tauc['high']:.2f}) that includes 0.5: no evidence it transfers."
             )
+    if result.get("localisation"):  # Grad-CAM over the test recurrences (gliodeploy.explain.cohort)
+        from gliodeploy.explain.localisation import localisation_diagnosis
+
+        notes.extend(localisation_diagnosis(result["localisation"]))
     return notes
 
 
@@ -163,12 +167,15 @@ def evaluate_run(
     *,
     operating_point: OperatingPoint | None = None,
     validation_mode: str = "study",
+    localisation: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Metrics of one run on validation (OOF) and, if given, the external test set.
 
     ``operating_point`` (chosen on these OOF predictions) adds its threshold beside 0.5; with a
     temperature, both splits are scored as the exported graph scores them. ``validation_mode`` is the
     run's ``training.validation`` (runs without one selected on the fold: ``"study"``).
+    ``localisation`` (``gliodeploy.explain.cohort.explain_cohort``: Grad-CAM peak vs true lesion
+    centre over the test recurrences) is stored as ``result["localisation"]`` and read by the diagnosis.
     """
     youden = M.youden_threshold(oof.labels, oof.scores)
     temperature = M.fit_temperature(oof.labels, oof.scores)
@@ -204,6 +211,8 @@ def evaluate_run(
             result["test"]["folds"] = _fold_spread(test, M.DEFAULT_THRESHOLD)
             if operating_point is not None:
                 result["test"]["fold_agreement"] = _fold_agreement(test, operating_point.threshold)
+    if localisation is not None:
+        result["localisation"] = localisation
     result["diagnosis"] = learning_diagnosis(result, oof, test)
     return result
 
@@ -253,3 +262,47 @@ def comparison_table(runs: list[dict[str, Any]], baseline: dict[str, Any] | None
                     }
                 )
     return rows
+
+
+def selection_bias(run: RunData) -> dict[str, Any] | None:
+    """What the study's protocol would have reported on this very run: its selection bias, measured.
+
+    Every epoch's per-patient validation loss is logged (``val_loss_per_patient.csv``); with the
+    unweighted BCE used for it, a patient's probability at any epoch is recovered exactly
+    (``p = exp(-loss)`` for a recurrence, ``1 - exp(-loss)`` otherwise). Choosing in each fold the
+    epoch with the lowest mean validation loss (the study's rule) and pooling those probabilities gives
+    the OOF AUC the study would have reported for the same training trajectories. Returns None where it
+    cannot be computed (another loss, missing logs) or makes no sense (a run already selected that way).
+    """
+    training = run.plans.get("training") or {}
+    mode = (run.plans.get("validation") or {}).get("mode", "study")
+    if mode == "study" or training.get("loss", "bce") != "bce" or not run.fold_logs:
+        return None
+    label = dict(zip(run.oof.subjects, run.oof.labels.tolist(), strict=True))
+    subjects, selected, final = [], [], []
+    for log in run.fold_logs:
+        names = [s for s in log.patient_losses if s in label]
+        if not names:
+            return None
+        losses = np.array([log.patient_losses[s] for s in names], dtype=np.float64)  # [patients, epochs]
+        if losses.ndim != 2 or losses.shape[1] == 0 or not np.isfinite(losses).all():
+            return None
+        best = int(np.argmin(losses.mean(axis=0)))
+        y = np.array([label[s] for s in names])
+        for epoch, out in ((best, selected), (losses.shape[1] - 1, final)):
+            q = np.exp(-losses[:, epoch])
+            out.extend(np.where(y == 1, q, 1.0 - q).tolist())
+        subjects += names
+    y = np.array([label[s] for s in subjects])
+    if len(set(y.tolist())) < 2:
+        return None
+    auc_selected = M.point_metrics(y, np.array(selected))["roc_auc"]
+    auc_final = M.point_metrics(y, np.array(final))["roc_auc"]
+    return {
+        "n": int(y.size),
+        "oof_auc_final_epoch": float(auc_final),
+        "oof_auc_if_selected_on_validation_fold": float(auc_selected),
+        "optimism": float(auc_selected - auc_final),
+        "method": "per fold, the epoch with the lowest mean validation-fold BCE (the 2024 study's rule), "
+        "probabilities recovered from the logged per-patient losses",
+    }

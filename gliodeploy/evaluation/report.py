@@ -25,10 +25,12 @@ from gliodeploy.evaluation.evaluate import (
     comparison_table,
     evaluate_baseline,
     evaluate_run,
+    selection_bias,
 )
 from gliodeploy.evaluation.metrics import METRIC_NAMES, Estimate
 from gliodeploy.evaluation.operating_point import OperatingPoint, describe
 from gliodeploy.evaluation.rundata import Predictions, RunData
+from gliodeploy.explain.localisation import localisation_sentence
 from gliodeploy.utils.atomic import atomic_write
 
 #: How each validation mode's OOF figures were obtained, in the report's words.
@@ -76,6 +78,8 @@ class ReportInputs:
     distribution: list[tuple[str, str, str, int]] = field(default_factory=list)  # split, site, scanner, label
     manifest: str | None = None
     operating_points: dict[str, OperatingPoint] = field(default_factory=dict)  # by run name
+    # by run name: Grad-CAM localisation over the test recurrences (gliodeploy.explain.cohort)
+    localisation: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def run_validation_mode(plans: dict[str, Any]) -> str:
@@ -94,6 +98,7 @@ def compute_metrics(inputs: ReportInputs, boot: BootstrapSettings) -> dict[str, 
             boot,
             operating_point=inputs.operating_points.get(r.name),
             validation_mode=run_validation_mode(r.plans),
+            localisation=inputs.localisation.get(r.name),
         )
         for r in inputs.runs
     ]
@@ -101,6 +106,7 @@ def compute_metrics(inputs: ReportInputs, boot: BootstrapSettings) -> dict[str, 
         entry["path"] = str(run.path)
         entry["model"] = run.plans.get("model", {})
         entry["suspect_labels"] = sorted(run.suspects)
+        entry["selection_bias"] = selection_bias(run)
     baseline = None
     if inputs.baseline_train is not None:
         baseline = evaluate_baseline(inputs.baseline_train, inputs.baseline_test, boot)
@@ -189,6 +195,21 @@ th{background:#f0f0f0}section{margin-bottom:2em}img{max-width:100%;border:1px so
 """
 
 
+def _selection_bias_text(sb: dict[str, Any]) -> str:
+    return (
+        f"Had each fold's epoch been chosen on its own validation patients (the 2024 study's rule), this run "
+        f"would have reported an OOF AUC of {sb['oof_auc_if_selected_on_validation_fold']:.3f} instead of "
+        f"{sb['oof_auc_final_epoch']:.3f} (selection optimism {sb['optimism']:+.3f})."
+    )
+
+
+def _selection_bias_html(sb: dict[str, Any] | None) -> str:
+    if not sb:
+        return ""
+    text = html.escape(_selection_bias_text(sb))
+    return f"<br><span data-selection-bias='{sb['optimism']:.4f}'>{text}</span>"
+
+
 def render(metrics: dict[str, Any], inputs: ReportInputs, *, curve_resamples: int = 200) -> tuple[str, str]:
     """The HTML and Markdown reports for computed ``metrics``."""
     runs, baseline, table = metrics["runs"], metrics["baseline"], metrics["table"]
@@ -215,10 +236,21 @@ def render(metrics: dict[str, Any], inputs: ReportInputs, *, curve_resamples: in
             f"<b>{html.escape(r['name'])}</b> ({html.escape(str(r['model'].get('name', '?')))}, "
             f"<code>{html.escape(r['path'])}</code>)<br>Validation: {html.escape(mode_text)}"
             f"<br>Operating point: {html.escape(op_text)}"
+            + (
+                f"<br><span data-localisation='{html.escape(r['name'])}'>"
+                f"{html.escape(localisation_sentence(r['localisation']))}</span>"
+                if r.get("localisation")
+                else ""
+            )
+            + _selection_bias_html(r.get("selection_bias"))
             + "".join(f"<br><b>&#9888; {html.escape(n)}</b>" for n in r.get("diagnosis", []))
             + "</li>"
         )
         md += [f"- {r['name']}: validation {mode_text}", f"  - operating point: {op_text}"]
+        if r.get("localisation"):
+            md += [f"  - {localisation_sentence(r['localisation'])}"]
+        if r.get("selection_bias"):
+            md.append(f"  - {_selection_bias_text(r['selection_bias'])}")
         md += [f"  - **{n}**" for n in r.get("diagnosis", [])]
     summary.append("</ul>")
     body["summary"] = "".join(summary)

@@ -1,10 +1,13 @@
-"""The model registry: the study's six architectures, built as :class:`GliomaNet` (one logit ``[B, 1]``).
+"""The model registry: the study's six architectures and improved variants, built as :class:`GliomaNet`
+(one logit ``[B, 1]``).
 
 >>> from gliodeploy.preprocessing import PreprocessConfig
 >>> model = build_model("cnn3d", preprocessing=PreprocessConfig.tiny(), width="half")
 
-Parameter counts of the backbones for the study grid (1 x 1 x 128 x 128 x 82) reproduce the study's
-(``STUDY_PARAMETERS``); the in-graph normalisation adds none.
+Parameter counts of the study's backbones for the study grid (1 x 1 x 128 x 128 x 82) reproduce the
+study's (``STUDY_PARAMETERS``); the in-graph normalisation adds none. The study's six
+(:data:`STUDY_MODEL_NAMES`) stay unchanged for reproduction; ``lesionnet``
+(:mod:`gliodeploy.models.lesionnet`) is a named improvement, not a study model.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from torch import nn
 
 from gliodeploy.errors import ConfigError
-from gliodeploy.models import acs_resnet18, cnn3d, compat, resnet10, senet, squeezenet3d, vgg3d
+from gliodeploy.models import acs_resnet18, cnn3d, compat, lesionnet, resnet10, senet, squeezenet3d, vgg3d
 from gliodeploy.models.gliomanet import GliomaNet
 
 if TYPE_CHECKING:
@@ -37,7 +40,7 @@ class _Arch:
     build: Callable[..., nn.Module]  # (grid, width, fc_width, pretrained_path, **kwargs) -> backbone
     head_kind: str
     gradcam_layer: str
-    study_parameters: int
+    study_parameters: int | None  # None: not one of the study's architectures
     description: str
     width: bool = False  # accepts width / fc_width
     pretrained: bool = False  # accepts pretrained_path
@@ -76,6 +79,41 @@ def _squeezenet(
     return squeezenet3d.SqueezeNet3D(grid, num_classes=2, dropout=dropout)
 
 
+def _lesionnet(
+    grid: tuple[int, int, int],
+    width: float,
+    fc_width: int | None,
+    spacing: tuple[float, float, float] = (4.0, 4.0, 4.0),
+    channels: list[int] | None = None,
+    asymmetry: bool = True,
+    asymmetry_tolerance_mm: float = 12.0,
+    asymmetry_smoothing_mm: float = 4.0,
+    evidence_prior: bool = True,
+    pooling: str = "max",
+    evidence_level: int = 1,
+    hidden: int = 16,
+    dropout: float = 0.0,
+    lse_r: float = 4.0,
+) -> nn.Module:
+    if fc_width is not None:
+        raise ConfigError("model 'lesionnet' has no fully connected layer: fc_width does not apply")
+    return lesionnet.build(
+        grid,
+        width,
+        spacing=spacing,
+        channels=channels,
+        asymmetry=asymmetry,
+        asymmetry_tolerance_mm=asymmetry_tolerance_mm,
+        asymmetry_smoothing_mm=asymmetry_smoothing_mm,
+        evidence_prior=evidence_prior,
+        pooling=pooling,
+        evidence_level=evidence_level,
+        hidden=hidden,
+        dropout=dropout,
+        lse_r=lse_r,
+    )
+
+
 _ARCHS: dict[str, _Arch] = {
     "cnn3d": _Arch(
         _cnn3d, "logit", cnn3d.GRADCAM_LAYER, 5_414_081, "4-block 3D CNN + 2 FC layers", width=True
@@ -106,12 +144,25 @@ _ARCHS: dict[str, _Arch] = {
     "squeezenet": _Arch(
         _squeezenet, "two_class", squeezenet3d.GRADCAM_LAYER, 1_861_186, "SqueezeNet 1.0 in 3D, no BatchNorm"
     ),
+    "lesionnet": _Arch(
+        _lesionnet,
+        "logit",
+        lesionnet.GRADCAM_LAYER,
+        None,
+        "lesion detector: tolerant left-right asymmetry, evidence map at 2x spacing, global max "
+        "(not a study model)",
+        width=True,
+    ),
 }
 
-#: Registered architecture names, in the study's order.
+#: Registered architecture names: the study's six in the study's order, then the improved variants.
 MODEL_NAMES: tuple[str, ...] = tuple(_ARCHS)
+#: The study's six architectures (reproduction).
+STUDY_MODEL_NAMES: tuple[str, ...] = tuple(n for n, a in _ARCHS.items() if a.study_parameters is not None)
 #: The study's parameter counts (backbone, full width, 128 x 128 x 82 input).
-STUDY_PARAMETERS: dict[str, int] = {name: a.study_parameters for name, a in _ARCHS.items()}
+STUDY_PARAMETERS: dict[str, int] = {
+    name: a.study_parameters for name, a in _ARCHS.items() if a.study_parameters is not None
+}
 
 
 def _arch(name: str) -> _Arch:
@@ -131,8 +182,13 @@ def resolve_width(width: str | float) -> float:
     return float(width)
 
 
+#: Builder arguments filled by the registry itself (``spacing``: the grid's voxel size, for builders
+#: that declare it), never user options.
+_FIXED = {"grid", "width", "fc_width", "spacing"}
+
+
 def _check_kwargs(name: str, build: Callable[..., nn.Module], kwargs: dict[str, Any]) -> None:
-    fixed = {"grid", "width", "fc_width"}
+    fixed = _FIXED
     allowed = [p for p in inspect.signature(build).parameters if p not in fixed and p != "pretrained_path"]
     unknown = sorted(set(kwargs) - set(allowed))
     if unknown:
@@ -155,11 +211,12 @@ def build_model(
         name: one of :data:`MODEL_NAMES`.
         preprocessing: the preprocessing config; its ``shape`` is the input grid and its intensity
             settings build the first layer. Default: ``PreprocessConfig.study()`` (128 x 128 x 82).
-        width: ``"full"`` (study), ``"half"``, ``"quarter"`` or a factor; cnn3d and vgg11 only.
+        width: ``"full"`` (study), ``"half"``, ``"quarter"`` or a factor; cnn3d, vgg11 and lesionnet.
         fc_width: width of cnn3d's first FC layer (default 512 x width).
         pretrained_path: local ResNet-18 2D weights for ``acs_resnet18`` (never downloaded).
         **kwargs: architecture options (e.g. ``dropout`` for cnn3d/vgg11/squeezenet, MONAI arguments
-            for resnet10/senet). Unknown options raise :class:`ConfigError`.
+            for resnet10/senet, ``channels``/``asymmetry``/``pooling``/... for lesionnet). Unknown
+            options raise :class:`ConfigError`.
 
     Raises:
         ConfigError: unknown name, width or option; option not supported by the architecture; grid
@@ -173,7 +230,9 @@ def build_model(
     cfg = preprocessing if preprocessing is not None else PreprocessConfig.study()
     factor = resolve_width(width)
     if not arch.width and (factor != 1.0 or fc_width is not None):
-        raise ConfigError(f"model {name!r} has no reduced-width variants (width/fc_width: cnn3d, vgg11)")
+        raise ConfigError(
+            f"model {name!r} has no reduced-width variants (width/fc_width: cnn3d, vgg11; width: lesionnet)"
+        )
     if fc_width is not None and (isinstance(fc_width, bool) or not isinstance(fc_width, int) or fc_width < 1):
         raise ConfigError(f"fc_width must be a positive integer, got {fc_width!r}")
     if pretrained_path is not None:
@@ -182,8 +241,11 @@ def build_model(
         kwargs["pretrained_path"] = pretrained_path
     _check_kwargs(name, arch.build, {k: v for k, v in kwargs.items() if k != "pretrained_path"})
     grid = tuple(cfg.shape)
+    fixed: dict[str, Any] = {}
+    if "spacing" in inspect.signature(arch.build).parameters:
+        fixed["spacing"] = tuple(cfg.spacing)
     try:
-        backbone = arch.build(grid, factor, fc_width, **kwargs)
+        backbone = arch.build(grid, factor, fc_width, **fixed, **kwargs)
     except TypeError as exc:  # a library rejected an option value
         raise ConfigError(f"cannot build model {name!r} with options {kwargs}: {exc}") from exc
     spec = {
@@ -215,7 +277,7 @@ def count_parameters(model: nn.Module, *, trainable_only: bool = False) -> int:
 def model_info(name: str) -> dict[str, Any]:
     """Registry facts about an architecture: head kind, Grad-CAM layer, study parameter count, options."""
     arch = _arch(name)
-    fixed = {"grid", "width", "fc_width"}
+    fixed = _FIXED
     return {
         "name": name,
         "description": arch.description,

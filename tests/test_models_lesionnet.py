@@ -1,0 +1,238 @@
+"""LesionNet (registry name ``lesionnet``): build, forward, options, evidence map and Grad-CAM layer."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from gliodeploy.errors import ConfigError
+from gliodeploy.models import build_model, count_parameters
+from gliodeploy.models.lesionnet import OUTSIDE, POOLINGS, Asymmetry
+from gliodeploy.models.registry import model_info
+from gliodeploy.preprocessing import PreprocessConfig
+from gliodeploy.training.rundir import build_from_spec
+
+TINY = PreprocessConfig.tiny(normalization="tbr")  # 32 x 32 x 21 at 8 mm
+DEMO = PreprocessConfig.demo(normalization="tbr")  # 64 x 64 x 41 at 4 mm
+
+
+@pytest.fixture(autouse=True)
+def _torch_seed() -> None:
+    torch.manual_seed(0)
+
+
+def _brain(shape: tuple[int, int, int], radius: float = 0.8) -> torch.Tensor:
+    grid = torch.stack(torch.meshgrid(*[torch.linspace(-1, 1, n) for n in shape], indexing="ij"))
+    return (grid.pow(2).sum(0) < radius).float()
+
+
+def _input(cfg: PreprocessConfig, batch: int = 2) -> torch.Tensor:
+    """Brain-masked-SUV-like input: positive inside a ball, zero outside."""
+    return (0.5 + torch.rand(batch, 1, *cfg.shape) * 2.0) * _brain(cfg.shape)
+
+
+@pytest.mark.parametrize("pooling", POOLINGS)
+def test_forward_gives_one_finite_logit_per_volume(pooling: str) -> None:
+    model = build_model("lesionnet", preprocessing=TINY, pooling=pooling).eval()
+    with torch.no_grad():
+        out = model(_input(TINY, 3))
+    assert out.shape == (3, 1) and out.dtype == torch.float32
+    assert torch.isfinite(out).all()
+    assert model.head_kind == "logit"
+    assert model.spec["kwargs"] == {"pooling": pooling}
+    # Exportable/explainable: no adaptive pooling, no in-place activation, BN convs without bias.
+    assert not any(isinstance(m, nn.AdaptiveAvgPool3d) for m in model.modules())
+    assert not any(getattr(m, "inplace", False) is True for m in model.modules())
+    convs = [m for m in model.backbone.levels.modules() if isinstance(m, nn.Conv3d)]
+    assert convs and all(c.bias is None for c in convs)
+
+
+def test_default_size_and_options() -> None:
+    model = build_model("lesionnet", preprocessing=DEMO)
+    # Convolutions only: the count does not depend on the grid (8/16/32 channels, 2 input channels).
+    assert count_parameters(model) == 53_298  # ... + the evidence prior's gain
+    assert count_parameters(build_model("lesionnet", preprocessing=TINY)) == 53_298
+    assert [m.out_channels for m in model.backbone.levels.modules() if isinstance(m, nn.Conv3d)] == [
+        8,
+        16,
+        16,
+        32,
+        32,
+    ]
+    assert isinstance(model.backbone.asymmetry, Asymmetry)
+    # Millimetre options follow the grid's spacing: +-12 mm tolerance, +-4 mm smoothing.
+    assert model.backbone.asymmetry.window == (7, 7, 7) and model.backbone.asymmetry.smooth == (3, 3, 3)
+    tiny = build_model("lesionnet", preprocessing=TINY).backbone.asymmetry
+    assert tiny.window == (5, 5, 5) and tiny.smooth == (1, 1, 1)  # 8 mm voxels: +-16 mm, none
+    assert next(iter(model.children())) is model.normalization
+    info = model_info("lesionnet")
+    assert info["supports_width"] is True
+    assert info["options"] == [
+        "channels",
+        "asymmetry",
+        "asymmetry_tolerance_mm",
+        "asymmetry_smoothing_mm",
+        "evidence_prior",
+        "pooling",
+        "evidence_level",
+        "hidden",
+        "dropout",
+        "lse_r",
+    ]
+    half = build_model("lesionnet", preprocessing=TINY, width="half", asymmetry=False, evidence_prior=False)
+    assert [m.out_channels for m in half.backbone.levels.modules() if isinstance(m, nn.Conv3d)][0] == 4
+    assert half.backbone.levels[0][0].in_channels == 1  # no asymmetry channel
+
+
+def test_tbr_normalisation_makes_the_model_blind_to_the_suv_scale() -> None:
+    model = build_model("lesionnet", preprocessing=TINY).eval()
+    x = _input(TINY)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), model(2.5 * x), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        (
+            {"poolng": "max"},
+            "no option(s) poolng; valid options: channels, asymmetry, asymmetry_tolerance_mm",
+        ),
+        ({"pooling": "avg"}, "pooling must be one of max, lse, attention, mean"),
+        ({"channels": [8]}, "channels must be 2-5 positive integers"),
+        ({"channels": [8, 0, 16]}, "channels must be 2-5 positive integers"),
+        ({"channels": "8,16"}, "channels must be 2-5 positive integers"),
+        ({"channels": [8, 16], "width": "half"}, "either width or channels"),
+        ({"asymmetry": "yes"}, "asymmetry must be true or false"),
+        ({"asymmetry": False}, "evidence_prior needs asymmetry = true"),
+        ({"evidence_prior": 1}, "evidence_prior must be true or false"),
+        ({"asymmetry_tolerance_mm": -1.0}, "asymmetry_tolerance_mm must be a distance in [0, 50] mm"),
+        ({"asymmetry_smoothing_mm": "4"}, "asymmetry_smoothing_mm must be a distance in [0, 50] mm"),
+        ({"spacing": [1, 1, 1]}, "no option(s) spacing"),
+        ({"evidence_level": 3}, "evidence_level must be in 0..2"),
+        ({"evidence_level": True}, "evidence_level must be an integer"),
+        ({"hidden": 0}, "hidden must be a positive integer"),
+        ({"dropout": 1.0}, "dropout must be in [0, 1)"),
+        ({"lse_r": 0}, "lse_r must be in (0, 100]"),
+        ({"fc_width": 64}, "fc_width does not apply"),
+        ({"pretrained_path": "x.pth"}, "only acs_resnet18"),
+        ({"width": "tiny"}, "unknown width 'tiny'"),
+    ],
+)
+def test_bad_options_raise_config_error(kwargs: dict, message: str) -> None:
+    with pytest.raises(ConfigError) as exc:
+        build_model("lesionnet", preprocessing=TINY, **kwargs)
+    assert message in str(exc.value)
+
+
+def test_poolings_stop_at_one_voxel_on_small_grids() -> None:
+    cfg = PreprocessConfig.tiny(shape=(8, 6, 4), normalization="tbr")
+    model = build_model("lesionnet", preprocessing=cfg, channels=[4, 4, 4, 4]).eval()
+    assert model.backbone.sizes == [(8, 6, 4), (4, 3, 2), (2, 1, 1), (1, 1, 1)]
+    with torch.no_grad():
+        assert torch.isfinite(model(_input(cfg))).all()
+
+
+@pytest.mark.parametrize(("cfg", "size"), [(DEMO, (32, 32, 20)), (TINY, (16, 16, 10))])
+def test_gradcam_layer_is_the_high_resolution_evidence_map(cfg: PreprocessConfig, size: tuple) -> None:
+    """The explained layer is one channel at twice the input spacing (8 mm on the 4 mm demo grid)."""
+    model = build_model("lesionnet", preprocessing=cfg).eval()
+    assert model.gradcam_layer == "backbone.evidence" == model_info("lesionnet")["gradcam_layer"]
+    layer = dict(model.named_modules())[model.gradcam_layer]
+    captured: list[torch.Tensor] = []
+
+    def keep(_module: nn.Module, _inputs: tuple, output: torch.Tensor) -> None:
+        output.retain_grad()
+        captured.append(output)
+
+    handle = layer.register_forward_hook(keep)
+    model(_input(cfg, 1)).sum().backward()
+    handle.remove()
+    (fmap,) = captured
+    assert tuple(fmap.shape) == (1, 1, *size)
+    spacing = np.asarray(cfg.spacing) * np.asarray(cfg.shape) / np.asarray(size)
+    assert spacing.max() <= 2.2 * max(cfg.spacing)  # 8.0-8.2 mm on the demo grid
+    # The map is positive (exp of the evidence) and its gradient weight is positive, so Grad-CAM
+    # never returns an empty map.
+    assert (fmap > 0).all() and fmap.grad is not None and fmap.grad.sum() > 0
+
+
+def test_evidence_is_masked_outside_the_brain_and_max_pooled() -> None:
+    model = build_model("lesionnet", preprocessing=TINY).eval()
+    x = _input(TINY, 2)
+    with torch.no_grad():
+        e = model.backbone.evidence_map(model.normalization(x))
+        logit = model(x)
+    assert e.shape == (2, 1, 16, 16, 10)
+    corner = e[:, :, 0, 0, 0]  # the field-of-view corner is outside the brain ball
+    torch.testing.assert_close(corner, torch.full_like(corner, OUTSIDE))
+    inside = e > OUTSIDE + 1
+    assert inside.float().mean() > 0.2
+    torch.testing.assert_close(logit, e.flatten(1).amax(dim=1, keepdim=True))
+
+
+def test_asymmetry_channel_cancels_a_symmetric_structure() -> None:
+    x = torch.rand(2, 1, 8, 6, 5)
+    sym = x + torch.flip(x, dims=(2,))  # left-right symmetric (axis x of [B, C, X, Y, Z])
+    out = Asymmetry()(sym)
+    assert out.shape == (2, 2, 8, 6, 5)
+    torch.testing.assert_close(out[:, :1], sym)
+    assert out[:, 1].abs().max() < 1e-6
+    lesion = sym.clone()
+    lesion[:, :, 1, 2, 2] += 3.0  # a unilateral focus survives, with opposite signs on both sides
+    diff = Asymmetry()(lesion)[:, 1]
+    assert torch.allclose(diff[:, 1, 2, 2], torch.full((2,), 3.0))
+    assert torch.allclose(diff[:, 6, 2, 2], torch.full((2,), -3.0))
+
+
+def test_tolerant_asymmetry_cancels_a_shifted_symmetric_structure() -> None:
+    """A bilateral structure one voxel off the mirror position (head not centred) cancels only with
+    a tolerance window; a unilateral focus stays positive either way."""
+    x = torch.zeros(1, 1, 16, 8, 8)
+    x[:, :, 3, 4, 4] = x[:, :, 13, 4, 4] = 2.0  # mirror of index 3 is 12: shifted by one voxel
+    plain = Asymmetry()(x)[:, 1]
+    tolerant = Asymmetry(window=(3, 3, 3))(x)[:, 1]
+    assert plain.max() == 2.0
+    assert tolerant.max() <= 0.0
+    x[:, :, 6, 2, 2] = 3.0  # a unilateral focus
+    assert Asymmetry(window=(3, 3, 3))(x)[:, 1, 6, 2, 2].item() == 3.0
+
+
+def test_untrained_model_scores_a_unilateral_focus_above_a_bilateral_one() -> None:
+    """The evidence prior: before any training the logit grows with the asymmetric uptake."""
+    model = build_model("lesionnet", preprocessing=DEMO).eval()
+    base = _brain(DEMO.shape)[None, None] * 1.2
+    bilateral, unilateral = base.clone(), base.clone()
+    bilateral[:, :, 22:26, 30:34, 18:22] = bilateral[:, :, 38:42, 30:34, 18:22] = 3.0  # striatum-like
+    unilateral[:, :, 22:26, 30:34, 18:22] = 3.0
+    unilateral[:, :, 38:42, 30:34, 18:22] = 1.2
+    with torch.no_grad():
+        logits = model(torch.cat([base, bilateral, unilateral]))[:, 0]
+    assert logits[2] > logits[1] + 1.0 and logits[2] > logits[0] + 1.0
+
+
+def test_gradcam_on_a_volume_is_finite_and_inside_the_brain() -> None:
+    pytest.importorskip("medcam")
+    from gliodeploy.explain.gradcam import attention_inside, gradcam
+
+    model = build_model("lesionnet", preprocessing=TINY).eval()
+    volume = _input(TINY, 1)[0, 0].numpy()
+    cam, prob = gradcam(model, volume)
+    assert cam.shape == TINY.shape and np.isfinite(cam).all() and cam.max() > 0
+    assert 0.0 < prob < 1.0
+    assert attention_inside(cam, (volume > 0).astype(np.uint8)) > 0.8
+
+
+def test_spec_round_trip_rebuilds_identical_model() -> None:
+    a = build_model("lesionnet", preprocessing=TINY, channels=[4, 8, 8], pooling="lse").eval()
+    with torch.no_grad():  # move off the initialisation so the comparison means something
+        for p in a.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    spec = {"name": "lesionnet", "width": None, "kwargs": {"channels": [4, 8, 8], "pooling": "lse"}}
+    b = build_from_spec(spec, TINY).eval()
+    b.load_state_dict(a.state_dict())
+    x = _input(TINY)
+    with torch.no_grad():
+        assert torch.equal(a(x), b(x))
