@@ -119,6 +119,18 @@ def render(results_dir: Path) -> str:
         else:
             rerun = f".venv/bin/python bench/run_benchmarks.py --only {name}"
             parts.append(f"## {name}\n\nNot run yet: `{rerun}`\n")
+    learning = sorted(results_dir.glob("learning_*.md"))
+    if learning:  # bench/bench_learning.py: trains models (an hour or more), run on its own
+        parts.append(
+            "# Learning: honest out-of-fold AUC against the information ceiling\n\n"
+            "Written by `bench/bench_learning.py` (not part of `make bench`: it trains models). Each table "
+            "states its command, machine, date and load. OOF predictions are honest (each fold's final "
+            "epoch); the ceiling is the ground-truth TBRmax AUC of the same subjects on the same recorded "
+            "labels.\n"
+        )
+        for path in learning:
+            text = path.read_text(encoding="utf-8").strip()
+            parts.append(f"### {path.stem}\n\n" + text.replace("\n## ", "\n#### ").removeprefix("## ") + "\n")
     return "\n".join(parts)
 
 
@@ -127,13 +139,14 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="few repeats and small settings (smoke run)")
     ap.add_argument("--only", action="append", choices=list(BENCHMARKS), help="run only this benchmark")
+    ap.add_argument("--render", action="store_true", help="only re-render BENCHMARKS.md from saved results")
     ap.add_argument("--markdown", type=Path, help="write the report here (default: BENCHMARKS.md, full runs)")
     args = ap.parse_args(argv)
     command = " ".join([".venv/bin/python bench/run_benchmarks.py", *map(shlex.quote, sys.argv[1:])])
     results_dir = RESULTS_DIR / "quick" if args.quick else RESULTS_DIR
     results_dir.mkdir(parents=True, exist_ok=True)
     failed = 0
-    for name in args.only or list(BENCHMARKS):
+    for name in [] if args.render else args.only or list(BENCHMARKS):
         print(f"== {name} (load {loadavg()})", flush=True)
         try:
             doc = run_one(name, args.quick, command)

@@ -102,6 +102,15 @@ def _auc_lines(metrics_path: Path) -> list[str]:
     for run in data.get("runs", []):
         lines.append(f"CNN ensemble '{run['name']}': OOF validation AUC {auc(run.get('validation'))}")
         lines.append(f"CNN ensemble '{run['name']}': external test AUC  {auc(run.get('test'))}")
+        loc = run.get("localisation")
+        if loc and loc.get("n_with_truth"):
+            rate = loc["localisation_rate"]
+            lines.append(
+                f"CNN ensemble '{run['name']}': Grad-CAM peak <= {loc['threshold_mm']:g} mm from the true "
+                f"lesion in {loc['n_localised']}/{loc['n_with_truth']} {loc['population']} "
+                f"({rate['value']:.0%}, 95 % CI {rate['low']:.0%}-{rate['high']:.0%}); median attention "
+                f"inside the brain {loc['median_attention_inside_brain']:.0%}"
+            )
     base = data.get("baseline")
     if base:
         lines.append(f"{base['name']}: training-site AUC {auc(base.get('validation'))}")
@@ -230,7 +239,11 @@ def demo(
     explained = (manifest.parent / positives[0]["image"]).resolve()
     steps.run(
         f"Explain one external scan ({positives[0]['subject']}) with Grad-CAM (ensemble)",
-        _gliodeploy("explain", str(run), str(explained), "--ensemble", "--out", str(explain_dir)),
+        _gliodeploy(
+            "explain",
+            *(str(run), str(explained), "--ensemble", "--out", str(explain_dir)),
+            *("--manifest", str(manifest)),  # synthetic truth: the peak-to-lesion distance
+        ),
     )
     steps.run(
         "Export the fold ensemble to a Triton model repository",
