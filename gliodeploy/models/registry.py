@@ -79,39 +79,20 @@ def _squeezenet(
     return squeezenet3d.SqueezeNet3D(grid, num_classes=2, dropout=dropout)
 
 
-def _lesionnet(
-    grid: tuple[int, int, int],
-    width: float,
-    fc_width: int | None,
-    spacing: tuple[float, float, float] = (4.0, 4.0, 4.0),
-    channels: list[int] | None = None,
-    asymmetry: bool = True,
-    asymmetry_tolerance_mm: float = 12.0,
-    asymmetry_smoothing_mm: float = 4.0,
-    evidence_prior: bool = True,
-    pooling: str = "max",
-    evidence_level: int = 1,
-    hidden: int = 16,
-    dropout: float = 0.0,
-    lse_r: float = 4.0,
-) -> nn.Module:
+def _lesionnet(grid: tuple[int, int, int], width: float, fc_width: int | None, **options: Any) -> nn.Module:
     if fc_width is not None:
         raise ConfigError("model 'lesionnet' has no fully connected layer: fc_width does not apply")
-    return lesionnet.build(
-        grid,
-        width,
-        spacing=spacing,
-        channels=channels,
-        asymmetry=asymmetry,
-        asymmetry_tolerance_mm=asymmetry_tolerance_mm,
-        asymmetry_smoothing_mm=asymmetry_smoothing_mm,
-        evidence_prior=evidence_prior,
-        pooling=pooling,
-        evidence_level=evidence_level,
-        hidden=hidden,
-        dropout=dropout,
-        lse_r=lse_r,
-    )
+    return lesionnet.build(grid, width, **options)
+
+
+# The registry validates option names against a builder's signature: publish lesionnet.build's own
+# options (one list of names and defaults, in lesionnet.py) as this wrapper's.
+_lesionnet.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+    [
+        *list(inspect.signature(_lesionnet).parameters.values())[:3],
+        *(p for n, p in inspect.signature(lesionnet.build).parameters.items() if n not in ("grid", "width")),
+    ]
+)
 
 
 _ARCHS: dict[str, _Arch] = {
