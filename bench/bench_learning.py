@@ -420,6 +420,7 @@ def fold_log_summary(run_dir: Path) -> dict[str, Any]:
                 "last_val_auc": last.get("val_auc"),
                 "val_auc_by_epoch": [r.get("val_auc") for r in log],
                 "seconds_per_epoch": statistics.mean(float(r.get("time", 0.0)) for r in log),
+                "seconds": sum(float(r.get("time", 0.0)) for r in log),
             }
         )
     return {"folds": out}
@@ -473,6 +474,8 @@ def run_variant(
     }
     result["oof"] = oof_metrics(out, truth, args.bootstrap)
     result["log"] = fold_log_summary(out)
+    if reused:  # the original training time, from the per-epoch times the loop logged
+        result["train_s"] = round(sum(f["seconds"] for f in result["log"]["folds"]), 1)
     result["external"] = external_metrics(out, manifest, cache_root)
     if args.gradcam:
         cohort_dir = Path(args.truth_manifest).parent
