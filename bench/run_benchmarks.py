@@ -109,6 +109,32 @@ the weights. See [bench/README.md](bench/README.md) for what each benchmark does
 """
 
 
+def learning_curve_summary(results_dir: Path) -> str:
+    """One table per cohort: every (variant, cohort size) measured by bench_learning.py, best last run."""
+    points: dict[str, dict[tuple[str, int], tuple[dict, str]]] = {}
+    for path in sorted(results_dir.glob("learning_*.json")):
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        info = (doc.get("raw") or {}).get("cohort", {})
+        generator = ((info.get("summary") or {}).get("generator") or {}).get("Description")
+        cohort = f"gliodeploy synth {generator}" if generator else info.get("manifest", "?")
+        for run in (doc.get("raw") or {}).get("runs", []):
+            points.setdefault(cohort, {})[(run["variant"], int(run["n_train"]))] = (run, path.stem)
+    out = ["## Learning curve: OOF AUC against cohort size, beside the ceiling\n"]
+    for cohort, runs in points.items():
+        out.append(f"Cohort `{cohort}` (each row's command is in the section named in 'from').\n")
+        out.append("| variant | n train | OOF AUC [95 % CI] | TBRmax AUC (ceiling) | gap [95 % CI] | from |")
+        out.append("|---|---|---|---|---|---|")
+        for (variant, n), (run, stem) in sorted(runs.items()):
+            o = run["oof"]
+            auc, gap, ceiling = o["oof_auc"], o["auc_minus_tbr"], o["tbr_max_auc"]["value"]
+            out.append(
+                f"| {variant} | {n} | {auc['value']:.3f} [{auc['low']:.3f}-{auc['high']:.3f}] "
+                f"| {ceiling:.3f} | {gap['value']:+.3f} [{gap['low']:+.3f}, {gap['high']:+.3f}] | {stem} |"
+            )
+        out.append("")
+    return "\n".join(out)
+
+
 def render(results_dir: Path) -> str:
     """BENCHMARKS.md from every saved result, in suite order."""
     parts = [HEADER]
@@ -128,6 +154,10 @@ def render(results_dir: Path) -> str:
             "epoch); the ceiling is the ground-truth TBRmax AUC of the same subjects on the same recorded "
             "labels.\n"
         )
+        parts.append(learning_curve_summary(results_dir))
+        # variants first, then the learning curve points, then the early probes
+        order = {"variants": 0, "curve": 1, "probe": 2}
+        learning.sort(key=lambda p: (order.get(p.stem.split("_")[1], 3), p.stem))
         for path in learning:
             text = path.read_text(encoding="utf-8").strip()
             parts.append(f"### {path.stem}\n\n" + text.replace("\n## ", "\n#### ").removeprefix("## ") + "\n")
