@@ -59,7 +59,7 @@ def test_learning_curve_summary_groups_by_cohort_and_orders_sections(tmp_path: P
         "| learning_curve_lesionnet_n200 |"
     )
     assert "| cnn3d_reduced | 100 | 0.510" in summary
-    # variants, then the curve, then the probes;
+    # variants, then the curve, then the probes
     order = [text.index(f"### learning_{s}") for s in ("variants_n100", "curve_lesionnet_n200", "probe_a")]
     assert order == sorted(order)
     assert "\n## Learning\n" not in text  # a result's own title never competes with the page's sections
