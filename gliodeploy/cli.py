@@ -24,6 +24,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    rich_markup_mode=None,  # help shows every word: rich markup would swallow "[data].manifest", "[:port]"
 )
 
 # (command name, module, function). Order = order in --help.
