@@ -8,7 +8,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import tomllib
+try:  # Python 3.11+; on 3.10 the same parser is the tomli dependency
+    import tomllib
+except ModuleNotFoundError:  # pragma: no cover - exercised on 3.10
+    import tomli as tomllib
 
 from gliodeploy.errors import ConfigError
 

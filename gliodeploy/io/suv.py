@@ -168,6 +168,8 @@ def parse_time(value: str | datetime | time | None, *, field: str) -> TimeLike |
     if value is None or isinstance(value, datetime | time):
         return value
     text = str(value).strip()
+    if text[-1:] in ("Z", "z"):  # UTC suffix: fromisoformat reads it only from Python 3.11 on
+        text = text[:-1] + "+00:00"
     for parser in (datetime.fromisoformat, time.fromisoformat):
         try:
             parsed = parser(text)
