@@ -11,6 +11,7 @@ import json
 import sys
 from enum import Enum
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -107,6 +108,41 @@ def batch_exit_code(results: list) -> int:  # list[Prediction | ScanFailure]
     return EXIT_SOME_FAILED
 
 
+def suv_kwargs(
+    weight: float | None,
+    dose_mbq: float | None,
+    injection_time: str | None,
+    scan_time: str | None,
+    units: str | None,
+    radionuclide: str | None,
+    assume_suv: bool,
+) -> dict[str, Any]:
+    """Check the SUV command-line options and turn them into ``load_pet`` keyword arguments.
+
+    Shared by ``gliodeploy-client predict`` and ``gliodeploy predict`` so both read scans alike.
+    """
+    from gliodeploy.io.suv import half_life_for
+
+    given = (weight, dose_mbq, injection_time, scan_time, units, radionuclide)
+    if assume_suv and any(v is not None for v in given):
+        raise typer.BadParameter(
+            "--assume-suv cannot be combined with --weight/--dose/--*-time/--units/--radionuclide"
+        )
+    if dose_mbq is not None and not (1.0 <= dose_mbq <= 2000.0):
+        raise InputError(
+            f"--dose {dose_mbq:g}: expected the injected dose in MBq (1-2000); was it given in Bq?"
+        )
+    return {
+        "weight_kg": weight,
+        "injected_dose_bq": dose_mbq * 1e6 if dose_mbq is not None else None,
+        "injection_time": injection_time,
+        "scan_time": scan_time,
+        "image_units": units,
+        "half_life_s": half_life_for(radionuclide) if radionuclide else None,
+        "assume_suv": assume_suv,
+    }
+
+
 @app.command()
 def predict(
     paths: list[Path] = typer.Argument(
@@ -163,28 +199,12 @@ def predict(
     """
     from gliodeploy.client.discovery import discover_scans
     from gliodeploy.client.output import human_line, to_csv, to_json
-    from gliodeploy.io.suv import half_life_for
 
     if as_json and as_csv:
         raise typer.BadParameter("choose one of --json and --csv")
-    suv_args = (weight, dose, injection_time, scan_time, units, radionuclide)
-    if assume_suv and any(v is not None for v in suv_args):
-        raise typer.BadParameter(
-            "--assume-suv cannot be combined with --weight/--dose/--*-time/--units/--radionuclide"
-        )
-    if dose is not None and not (1.0 <= dose <= 2000.0):
-        raise InputError(f"--dose {dose:g}: expected the injected dose in MBq (1-2000); was it given in Bq?")
+    suv = suv_kwargs(weight, dose, injection_time, scan_time, units, radionuclide, assume_suv)
     scans = discover_scans(paths)
-    suv = {
-        "weight_kg": weight,
-        "injected_dose_bq": dose * 1e6 if dose is not None else None,
-        "injection_time": injection_time,
-        "scan_time": scan_time,
-        "image_units": units,
-        "half_life_s": half_life_for(radionuclide) if radionuclide else None,
-        "assume_suv": assume_suv,
-        "server_preprocess": server_preprocess,
-    }
+    suv["server_preprocess"] = server_preprocess
     with _client(url, protocol, model, version, timeout, retries, ssl, ca_file, header, fp16) as client:
         info = client.info()  # fails fast (one clear error) if the server or model is unavailable
         show_bar = not quiet and sys.stderr.isatty() and len(scans) > 1
