@@ -249,13 +249,12 @@ class GliodeployClient:
         With ``server_preprocess=True`` the native SUV volume is sent to ``gliodeploy_native``,
         which resamples/masks/crops on the server (for clients that cannot run SimpleITK).
         """
-        from gliodeploy.io import load_pet
-
         t0 = time.perf_counter()
         info = self.info()
         timings: dict[str, float] = {}
-        pet = load_pet(
+        image = read_suv_image(
             path,
+            timings,
             weight_kg=weight_kg,
             injected_dose_bq=injected_dose_bq,
             injection_time=injection_time,
@@ -265,20 +264,10 @@ class GliodeployClient:
             assume_suv=assume_suv,
             participants_tsv=participants_tsv,
         )
-        timings["read"] = time.perf_counter() - t0  # load_pet reads and converts to SUV in one pass
-        t1 = time.perf_counter()
-        check_native_image(pet.image, str(path))
-        timings["suv"] = time.perf_counter() - t1  # validation of the SUV volume
         if server_preprocess:
             timings["preprocess"] = 0.0
-            return self._send_native(pet.image, info, str(path), timings, t0)
-        from gliodeploy.preprocessing import PreprocessConfig, preprocess
-
-        t2 = time.perf_counter()
-        cfg = PreprocessConfig.from_dict(info.preprocessing)
-        pre = preprocess(pet.image, cfg)
-        array = check_grid_array(pre.array, info.grid_shape, f"{path} (preprocessed)")
-        timings["preprocess"] = time.perf_counter() - t2
+            return self._send_native(image, info, str(path), timings, t0)
+        array = to_model_grid(image, info, str(path), timings)
         return self._send_grid(array, info, str(path), timings, t0)
 
     def predict_many(
@@ -416,6 +405,37 @@ class GliodeployClient:
             model_version=version,
             timings={k: round(v, 6) for k, v in timings.items()},
         )
+
+
+def read_suv_image(path: str | Path, timings: dict[str, float], **load_kwargs: Any) -> Any:
+    """Read a NIfTI file or DICOM series as a checked SUV ``SimpleITK.Image`` (the client's reading step).
+
+    ``load_kwargs`` go to :func:`gliodeploy.io.load_pet`; ``timings`` gets ``read`` and ``suv`` (s).
+    Shared by :meth:`GliodeployClient.predict_file` and ``gliodeploy predict`` (offline).
+    """
+    from gliodeploy.io import load_pet
+
+    t0 = time.perf_counter()
+    pet = load_pet(path, **load_kwargs)
+    timings["read"] = time.perf_counter() - t0  # load_pet reads and converts to SUV in one pass
+    t1 = time.perf_counter()
+    check_native_image(pet.image, str(path))
+    timings["suv"] = time.perf_counter() - t1  # validation of the SUV volume
+    return pet.image
+
+
+def to_model_grid(image: Any, info: ModelInfo, source: str, timings: dict[str, float]) -> np.ndarray:
+    """The model's preprocessing (from ``info``) of a native SUV image: checked float32 ``[x, y, z]``.
+
+    ``timings`` gets ``preprocess`` (s). Shared by the client and ``gliodeploy predict`` (offline).
+    """
+    from gliodeploy.preprocessing import PreprocessConfig, preprocess
+
+    t0 = time.perf_counter()
+    pre = preprocess(image, PreprocessConfig.from_dict(info.preprocessing))
+    array = check_grid_array(pre.array, info.grid_shape, f"{source} (preprocessed)")
+    timings["preprocess"] = time.perf_counter() - t0
+    return array
 
 
 def _param(config: Mapping[str, Any], key: str, model: str) -> str:
