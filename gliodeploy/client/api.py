@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +80,9 @@ class Prediction:
     model_name: str
     model_version: str
     timings: dict[str, float]  # seconds: read, suv, preprocess, request, total
+    #: what was read: ``format``; for DICOM the ``series_uid`` and, when its folder held several series,
+    #: ``series_choice`` (why that one)
+    scan: dict[str, Any] = field(default_factory=dict)
 
     @property
     def label_name(self) -> str:
@@ -243,18 +246,24 @@ class GliodeployClient:
         assume_suv: bool = False,
         participants_tsv: str | Path | None = None,
         server_preprocess: bool = False,
+        series_uid: str | None = None,
     ) -> Prediction:
         """Read a NIfTI file or DICOM series, convert to SUV, preprocess, and predict.
 
         With ``server_preprocess=True`` the native SUV volume is sent to ``gliodeploy_native``,
         which resamples/masks/crops on the server (for clients that cannot run SimpleITK).
+        ``series_uid`` picks the DICOM series of a folder holding several (else the PET series is
+        chosen automatically; :attr:`Prediction.scan` says which and why).
         """
         t0 = time.perf_counter()
         info = self.info()
         timings: dict[str, float] = {}
+        scan: dict[str, Any] = {}
         image = read_suv_image(
             path,
             timings,
+            scan_facts=scan,
+            series_uid=series_uid,
             weight_kg=weight_kg,
             injected_dose_bq=injected_dose_bq,
             injection_time=injection_time,
@@ -266,9 +275,9 @@ class GliodeployClient:
         )
         if server_preprocess:
             timings["preprocess"] = 0.0
-            return self._send_native(image, info, str(path), timings, t0)
+            return replace(self._send_native(image, info, str(path), timings, t0), scan=scan)
         array = to_model_grid(image, info, str(path), timings)
-        return self._send_grid(array, info, str(path), timings, t0)
+        return replace(self._send_grid(array, info, str(path), timings, t0), scan=scan)
 
     def predict_many(
         self,
@@ -407,16 +416,30 @@ class GliodeployClient:
         )
 
 
-def read_suv_image(path: str | Path, timings: dict[str, float], **load_kwargs: Any) -> Any:
+#: Reader metadata copied into :attr:`Prediction.scan`.
+SCAN_FACTS: tuple[str, ...] = ("format", "series_uid", "series_description", "series_choice")
+
+
+def read_suv_image(
+    path: str | Path,
+    timings: dict[str, float],
+    *,
+    scan_facts: dict[str, Any] | None = None,
+    **load_kwargs: Any,
+) -> Any:
     """Read a NIfTI file or DICOM series as a checked SUV ``SimpleITK.Image`` (the client's reading step).
 
     ``load_kwargs`` go to :func:`gliodeploy.io.load_pet`; ``timings`` gets ``read`` and ``suv`` (s).
+    ``scan_facts``, when given, gets what was read (:data:`SCAN_FACTS`: format, DICOM series UID and
+    why that series was chosen) for the per-scan output.
     Shared by :meth:`GliodeployClient.predict_file` and ``gliodeploy predict`` (offline).
     """
     from gliodeploy.io import load_pet
 
     t0 = time.perf_counter()
     pet = load_pet(path, **load_kwargs)
+    if scan_facts is not None:
+        scan_facts.update({k: pet.metadata[k] for k in SCAN_FACTS if pet.metadata.get(k) is not None})
     timings["read"] = time.perf_counter() - t0  # load_pet reads and converts to SUV in one pass
     t1 = time.perf_counter()
     check_native_image(pet.image, str(path))

@@ -171,6 +171,12 @@ def predict(
     assume_suv: bool = typer.Option(
         False, "--assume-suv", help="The images already hold SUV: no conversion."
     ),
+    series_uid: str | None = typer.Option(
+        None,
+        "--series-uid",
+        help="DICOM SeriesInstanceUID to read from a folder holding several series (one scan only) "
+        "[default: the PET series, attenuation-corrected first; the choice is printed].",
+    ),
     server_preprocess: bool = typer.Option(
         False,
         "--server-preprocess",
@@ -204,6 +210,10 @@ def predict(
         raise typer.BadParameter("choose one of --json and --csv")
     suv = suv_kwargs(weight, dose, injection_time, scan_time, units, radionuclide, assume_suv)
     scans = discover_scans(paths)
+    if series_uid is not None:
+        if len(scans) != 1:
+            raise InputError(f"--series-uid names one series: give one scan, not {len(scans)}")
+        suv["series_uid"] = series_uid
     suv["server_preprocess"] = server_preprocess
     with _client(url, protocol, model, version, timeout, retries, ssl, ca_file, header, fp16) as client:
         info = client.info()  # fails fast (one clear error) if the server or model is unavailable
@@ -229,6 +239,8 @@ def predict(
         text = header + "".join(human_line(r) + "\n" for r in results)
     _emit(text, output)
     for r in results:
+        if r.ok and r.scan.get("series_choice"):  # say which series of a study folder was read
+            typer.echo(f"{r.source}: {r.scan['series_choice']}", err=True)
         if not r.ok and (as_json or as_csv or output is not None):
             typer.echo(f"error: {r.source}: {r.error}", err=True)  # failures stay visible to the operator
     raise typer.Exit(batch_exit_code(results))

@@ -17,9 +17,11 @@ import numpy as np
 import pydicom
 import SimpleITK as sitk
 from pydicom.errors import InvalidDicomError
+from pydicom.multival import MultiValue
 
 from gliodeploy.errors import InputError, SuvError
 from gliodeploy.io.suv import TimeLike, compute_suv_factor, decay_seconds
+from gliodeploy.io.volume import check_volume_bytes
 
 PHILIPS_PET_CREATOR = "Philips PET Private Group"
 GE_PET_CREATOR = "GEMS_PETD_01"
@@ -34,13 +36,101 @@ class DicomSeries:
     uid: str
     files: list[str]
     headers: list[pydicom.Dataset]
+    #: how the series was chosen when its folder holds several (``None``: the only one, or asked for)
+    choice: str | None = None
+
+
+@dataclass(frozen=True)
+class SeriesCandidate:
+    """One series of a study folder, described from its first file, for the automatic choice."""
+
+    uid: str
+    description: str
+    modality: str
+    attenuation_corrected: bool
+    static: bool
+    original: bool
+    n_files: int
+
+    def describe(self) -> str:
+        """``uid (description, modality, AC|NAC)`` for messages."""
+        ac = "AC" if self.attenuation_corrected else "NAC"
+        return f"{self.uid} ({self.description or 'no description'}, {self.modality or '?'}, {ac})"
+
+
+def _candidate(folder: Path, uid: str) -> SeriesCandidate:
+    files = list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), uid))
+    try:
+        ds = pydicom.dcmread(files[0], stop_before_pixels=True)
+    except (InvalidDicomError, OSError, IndexError) as exc:
+        raise InputError(f"{folder}: cannot read a header of series {uid}: {exc}") from exc
+    corrected = {str(v).strip().upper() for v in (ds.get("CorrectedImage") or [])}
+    method = ds.get("AttenuationCorrectionMethod")
+    image_type = {str(v).strip().upper() for v in (ds.get("ImageType") or [])}
+    series_type = {str(v).strip().upper() for v in (ds.get("SeriesType") or [])}
+    return SeriesCandidate(
+        uid=uid,
+        description=str(ds.get("SeriesDescription", "")).strip(),
+        modality=str(ds.get("Modality", "")).strip().upper(),
+        attenuation_corrected="ATTN" in corrected or bool(method and str(method).strip()),
+        static=int(ds.get("NumberOfTimeSlices", 1) or 1) <= 1 and "DYNAMIC" not in series_type,
+        original="DERIVED" not in image_type and "SECONDARY" not in image_type,
+        n_files=len(files),
+    )
+
+
+#: The automatic choice among a study folder's series, in order; each rule keeps the candidates that
+#: pass it when at least one does. PET first, then attenuation-corrected (the image SUV is defined
+#: on), then the tie-breaks that only remove series a reader never means (dynamic, derived/secondary
+#: images such as MIPs, single-file series).
+CHOICE_RULES: tuple[tuple[str, Any], ...] = (
+    ("PET (Modality PT)", lambda c: c.modality == "PT"),
+    (
+        "attenuation-corrected (CorrectedImage ATTN / AttenuationCorrectionMethod)",
+        lambda c: c.attenuation_corrected,
+    ),
+    ("static (one time frame)", lambda c: c.static),
+    ("ORIGINAL image type (not DERIVED/SECONDARY)", lambda c: c.original),
+    ("more than one slice", lambda c: c.n_files > 1),
+)
+
+
+def choose_series(folder: Path, uids: list[str]) -> tuple[str, str]:
+    """Pick the PET series to read among several in ``folder``: the UID and a sentence saying why.
+
+    Applies :data:`CHOICE_RULES`; a folder without PET, or with several PET series the rules cannot
+    separate, is an :class:`InputError` listing every candidate (UID, description, modality, AC).
+    """
+    candidates = [_candidate(folder, uid) for uid in uids]
+    listing = "; ".join(c.describe() for c in candidates)
+    if not any(c.modality == "PT" for c in candidates):
+        raise InputError(f"{folder} holds {len(uids)} DICOM series and none is PET (PT): {listing}")
+    remaining, reasons = candidates, []
+    for name, rule in CHOICE_RULES:
+        kept = [c for c in remaining if rule(c)]
+        if kept and len(kept) < len(remaining):
+            remaining, reasons = kept, [*reasons, name]
+        if len(remaining) == 1:
+            chosen = remaining[0]
+            others = ", ".join(f"{c.modality or '?'} {c.uid}" for c in candidates if c is not chosen)
+            why = (
+                f"chose series {chosen.describe()} among {len(candidates)} in {folder}: "
+                f"{'; '.join(reasons)} (others: {others})"
+            )
+            return chosen.uid, why
+    raise InputError(
+        f"{folder} holds {len(candidates)} DICOM series, of which {len(remaining)} PET series cannot be "
+        "told apart automatically; choose one "
+        f"with --series-uid (series_uid=): " + "; ".join(c.describe() for c in remaining)
+    )
 
 
 def find_series(path: Path, series_uid: str | None = None) -> DicomSeries:
     """Locate the PET series in a folder (or the series a given file belongs to) and read its headers.
 
-    Several series in one folder are an :class:`InputError` listing their UIDs unless ``series_uid``
-    (or a file of the series) picks one.
+    Several series in one folder (a PACS study export: PET with its CT, AC and NAC PET...): the
+    ``series_uid`` given, else the series of the file given, else :func:`choose_series`, whose reason is
+    kept in :attr:`DicomSeries.choice`.
     """
     folder = path.parent if path.is_file() else path
     if path.is_file() and series_uid is None:
@@ -51,13 +141,11 @@ def find_series(path: Path, series_uid: str | None = None) -> DicomSeries:
     uids = list(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)))
     if not uids:
         raise InputError(f"{folder}: no DICOM image series found")
+    choice = None
     if series_uid is None:
-        if len(uids) > 1:
-            raise InputError(
-                f"{folder} holds {len(uids)} DICOM series; choose one (series_uid= or a file of it): "
-                + ", ".join(uids)
-            )
         series_uid = uids[0]
+        if len(uids) > 1:
+            series_uid, choice = choose_series(folder, uids)
     elif series_uid not in uids:
         raise InputError(f"{folder}: no series {series_uid} (series found: {', '.join(uids)})")
     files = list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series_uid))
@@ -65,11 +153,130 @@ def find_series(path: Path, series_uid: str | None = None) -> DicomSeries:
         headers = [pydicom.dcmread(f, stop_before_pixels=True) for f in files]
     except (InvalidDicomError, OSError) as exc:
         raise InputError(f"{folder}: cannot read a DICOM header: {exc}") from exc
-    return DicomSeries(folder, series_uid, files, headers)
+    return DicomSeries(folder, series_uid, files, headers, choice)
+
+
+def _drug(ds: pydicom.Dataset) -> pydicom.Dataset:
+    drugs = ds.get("RadiopharmaceuticalInformationSequence") or []
+    return drugs[0] if drugs else pydicom.Dataset()
+
+
+def _numbers(value: Any) -> tuple[float, ...] | None:
+    """A numeric (multi-)value as floats; ``None`` when absent or empty, a string when not numeric."""
+    if value is None or value == "":
+        return None
+    values = value if isinstance(value, list | tuple | MultiValue) else [value]
+    try:
+        return tuple(float(v) for v in values)
+    except (TypeError, ValueError):
+        return (str(value),)  # type: ignore[return-value]
+
+
+def _text(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, list | tuple | MultiValue):
+        return "\\".join(str(v).strip().upper() for v in value) or None
+    return str(value).strip().upper() or None
+
+
+#: Attributes every slice of a series must share: (name shown, reader of one header, kind, tolerance).
+#: ``kind`` "number" compares within a relative tolerance, "text" exactly (case and padding ignored).
+#: RescaleSlope/Intercept are deliberately absent: a per-slice slope is how PET keeps its precision.
+GEOMETRY_FIELDS: tuple[tuple[str, Any, str, float], ...] = (
+    ("ImageOrientationPatient (0020,0037)", lambda h: h.get("ImageOrientationPatient"), "number", 1e-4),
+    ("PixelSpacing (0028,0030)", lambda h: h.get("PixelSpacing"), "number", 1e-5),
+    ("Rows (0028,0010)", lambda h: h.get("Rows"), "number", 0.0),
+    ("Columns (0028,0011)", lambda h: h.get("Columns"), "number", 0.0),
+    ("Units (0054,1001)", lambda h: h.get("Units"), "text", 0.0),
+)
+#: SUV inputs, keyed by the explicit argument that replaces the tag (``None``: always read).
+SUV_FIELDS: tuple[tuple[str | None, str, Any, str, float], ...] = (
+    (None, "CorrectedImage (0028,0051)", lambda h: h.get("CorrectedImage"), "text", 0.0),
+    (None, "DecayCorrection (0054,1102)", lambda h: h.get("DecayCorrection"), "text", 0.0),
+    ("weight_kg", "PatientWeight (0010,1030)", lambda h: h.get("PatientWeight"), "number", 1e-6),
+    (
+        "injected_dose_bq",
+        "RadionuclideTotalDose (0018,1074)",
+        lambda h: _drug(h).get("RadionuclideTotalDose"),
+        "number",
+        1e-6,
+    ),
+    (
+        "half_life_s",
+        "RadionuclideHalfLife (0018,1075)",
+        lambda h: _drug(h).get("RadionuclideHalfLife"),
+        "number",
+        1e-6,
+    ),
+    (
+        "injection_time",
+        "RadiopharmaceuticalStartDateTime (0018,1078)",
+        lambda h: _drug(h).get("RadiopharmaceuticalStartDateTime"),
+        "text",
+        0.0,
+    ),
+    (
+        "injection_time",
+        "RadiopharmaceuticalStartTime (0018,1072)",
+        lambda h: _drug(h).get("RadiopharmaceuticalStartTime"),
+        "text",
+        0.0,
+    ),
+    ("scan_time", "SeriesDate (0008,0021)", lambda h: h.get("SeriesDate"), "text", 0.0),
+    ("scan_time", "SeriesTime (0008,0031)", lambda h: h.get("SeriesTime"), "text", 0.0),
+)
+
+
+def _same(a: Any, b: Any, kind: str, tolerance: float) -> bool:
+    if a is None or b is None or kind == "text" or not all(isinstance(v, float) for v in (*a, *b)):
+        return a == b
+    return len(a) == len(b) and all(
+        abs(x - y) <= tolerance * max(abs(x), abs(y), 1.0) for x, y in zip(a, b, strict=True)
+    )
+
+
+def _shown(value: Any, normalised: Any, kind: str) -> str:
+    """How a slice's value reads in a message."""
+    if normalised is None:
+        return "missing"
+    return repr(normalised if kind == "text" else str(value))
+
+
+def check_consistency(
+    series: DicomSeries, fields: Any, error: type[InputError] = InputError, hint: str = ""
+) -> None:
+    """Refuse a series whose slices disagree on one of ``fields`` (name, reader, kind, tolerance).
+
+    The value most slices hold is the reference; the message names the field, the first differing
+    slices (file name and InstanceNumber) and both values. A wrong PatientWeight on one slice once
+    scaled every SUV of its series by 10: the first slice's value must not silently stand for all.
+    """
+    for name, read, kind, tolerance in fields:
+        raw = [read(h) for h in series.headers]
+        values = [(_numbers(v) if kind == "number" else _text(v)) for v in raw]
+        counts: dict[Any, int] = {}
+        for v in values:
+            counts[v] = counts.get(v, 0) + 1
+        reference = max(counts, key=lambda v: (counts[v], v is not None))
+        odd = [i for i, v in enumerate(values) if not _same(v, reference, kind, tolerance)]
+        if not odd:
+            continue
+        listed = ", ".join(
+            f"{Path(series.files[i]).name} (InstanceNumber {series.headers[i].get('InstanceNumber')}) has "
+            + _shown(raw[i], values[i], kind)
+            for i in odd[:3]
+        ) + (f" and {len(odd) - 3} more" if len(odd) > 3 else "")
+        ref = values.index(reference)
+        raise error(
+            f"{series.folder}: {name} differs between the slices of series {series.uid}: {listed}, "
+            f"the other {len(values) - len(odd)} slice(s) have {_shown(raw[ref], reference, kind)}; "
+            f"a series must share it{hint}"
+        )
 
 
 def check_series(series: DicomSeries) -> None:
-    """PET only, static (3D), complete and evenly spaced; else an :class:`InputError` naming the problem."""
+    """PET only, static (3D), complete, evenly spaced, one geometry, not too large; else an InputError."""
     first = series.headers[0]
     modalities = sorted({str(h.get("Modality", "")) for h in series.headers})
     if modalities != ["PT"]:
@@ -96,6 +303,9 @@ def check_series(series: DicomSeries) -> None:
         )
     if len(series.files) < 2:
         raise InputError(f"{series.folder}: the series has a single slice (2D); a 3D volume is needed")
+    check_consistency(series, GEOMETRY_FIELDS, hint=" (re-export the series from the scanner or PACS)")
+    voxels = int(first.get("Rows", 0) or 0) * int(first.get("Columns", 0) or 0) * len(series.files)
+    check_volume_bytes(voxels * 4, f"{series.folder}: the series", "float32")
     expected = first.get("NumberOfSlices")
     if expected and int(expected) != len(series.files):
         raise InputError(
@@ -216,6 +426,19 @@ def dicom_suv(
     the formula; GML -> already SUV. Explicit arguments replace the matching tags.
     """
     first, folder = series.headers[0], series.folder
+    given = {
+        "weight_kg": weight_kg,
+        "injected_dose_bq": injected_dose_bq,
+        "injection_time": injection_time,
+        "scan_time": scan_time,
+        "half_life_s": half_life_s,
+    }
+    check_consistency(
+        series,
+        [field[1:] for field in SUV_FIELDS if field[0] is None or given[field[0]] is None],
+        SuvError,
+        " (or give the value explicitly, e.g. --weight, instead of reading it from the slices)",
+    )
     units = str(first.get("Units", "")).strip().upper()
     corrected = {str(v).strip().upper() for v in (first.get("CorrectedImage") or [])}
     info: dict[str, Any] = {"units_original": units or None, "corrected_image": sorted(corrected)}

@@ -154,6 +154,8 @@ def _load_dicom(
         "manufacturer": str(first.get("Manufacturer", "")) or None,
         "model": str(first.get("ManufacturerModelName", "")) or None,
         "series_uid": series.uid,
+        "series_description": str(first.get("SeriesDescription", "")).strip() or None,
+        "series_choice": series.choice,  # why this series, when its folder holds several
         "n_files": len(series.files),
     }
     subject = subject or (str(first.get("PatientID", "")) or None)

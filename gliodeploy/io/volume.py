@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,13 @@ from gliodeploy.errors import InputError
 
 #: Voxel sizes outside this range (mm) mean a broken header (or metres / micrometres).
 SPACING_RANGE_MM: tuple[float, float] = (0.1, 20.0)
+
+#: Largest voxel payload (bytes) a scan may announce before its pixels are read: 1 GiB, ~4x a
+#: whole-body PET at 2 mm in float32. Checked on the header (NIfTI: dimensions x datatype size; DICOM:
+#: rows x columns x slices x 4 bytes of float32) so a broken or hostile header cannot make the reader
+#: allocate tens of GB. Raise it with the environment variable ``GLIODEPLOY_MAX_VOLUME_BYTES``.
+DEFAULT_MAX_VOLUME_BYTES = 1 << 30
+MAX_VOLUME_BYTES_ENV = "GLIODEPLOY_MAX_VOLUME_BYTES"
 
 #: ``PetVolume.units`` values.
 UNITS_SUV = "SUVbw"
@@ -38,6 +46,40 @@ class PetVolume:
     def array_xyz(self) -> np.ndarray:
         """Voxel values as a float32 ``[x, y, z]`` array (the project's array convention)."""
         return sitk.GetArrayFromImage(self.image).transpose(2, 1, 0)
+
+
+def max_volume_bytes() -> int:
+    """The voxel payload limit: ``GLIODEPLOY_MAX_VOLUME_BYTES`` (bytes, e.g. ``4e9``) or 1 GiB."""
+    text = os.environ.get(MAX_VOLUME_BYTES_ENV, "").strip()
+    if not text:
+        return DEFAULT_MAX_VOLUME_BYTES
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not np.isfinite(value) or value < 1:
+        raise InputError(f"{MAX_VOLUME_BYTES_ENV}={text!r} is not a positive number of bytes")
+    return int(value)
+
+
+def _size_text(n_bytes: float) -> str:
+    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n_bytes >= scale:
+            return f"{n_bytes / scale:.1f} {unit}"
+    return f"{int(n_bytes)} bytes"
+
+
+def check_volume_bytes(n_bytes: int, what: str, detail: str) -> None:
+    """Refuse, before any allocation, a volume whose header announces more than :func:`max_volume_bytes`.
+
+    ``what`` starts the message (the file), ``detail`` says how the size was computed.
+    """
+    limit = max_volume_bytes()
+    if n_bytes > limit:
+        raise InputError(
+            f"{what} announces {_size_text(n_bytes)} of voxels ({detail}), more than the "
+            f"{_size_text(limit)} limit: a broken header, or set {MAX_VOLUME_BYTES_ENV} to allow it"
+        )
 
 
 def check_volume(image: sitk.Image, source: Path) -> sitk.Image:

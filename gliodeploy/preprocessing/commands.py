@@ -20,6 +20,12 @@ def preprocess(
     assume_suv: bool = typer.Option(
         False, "--assume-suv", help="The image already holds SUV: skip the SUV conversion."
     ),
+    series_uid: str | None = typer.Option(
+        None,
+        "--series-uid",
+        help="DICOM SeriesInstanceUID to read from a folder holding several series [default: the PET "
+        "series, attenuation-corrected first; the choice is printed].",
+    ),
     preset: str = typer.Option(
         "study", "--preset", help="Model grid: study (2 mm, 128x128x82), demo (4 mm, 64x64x41), tiny (8 mm)."
     ),
@@ -61,7 +67,10 @@ def preprocess(
     from gliodeploy.io import load_pet  # after the argument checks: they need no reader
 
     console = Console(stderr=True)
-    pet = load_pet(scan, weight_kg=weight, assume_suv=assume_suv)
+    pet = load_pet(scan, weight_kg=weight, assume_suv=assume_suv, series_uid=series_uid)
+    if pet.metadata.get("series_uid"):
+        choice = pet.metadata.get("series_choice") or "series given or the only one"
+        console.print(f"DICOM series {pet.metadata['series_uid']}: {choice}", soft_wrap=True)
     result = run_preprocess(pet.image, cfg)
     with atomic_path(out) as tmp:
         sitk.WriteImage(result.grid, str(tmp), True)
