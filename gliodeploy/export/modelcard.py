@@ -1,36 +1,27 @@
-"""Model card (``metadata.json`` + ``README.md``) and checksums of a version folder; repository verification.
+"""Model card (``metadata.json`` + ``README.md``) and checksums of a version folder.
 
 Every version folder carries ``SHA256SUMS`` (``sha256sum -c`` format) covering every other file in
-it, ``metadata.json`` included, so any edited, truncated or swapped file is detected by
-:func:`verify_repository` (used by ``gliodeploy verify`` and before ``gliodeploy serve``).
+it, ``metadata.json`` included; the repository manifest (:mod:`gliodeploy.export.publish`) covers the
+configurations and every version. :func:`verify_repository` (in :mod:`gliodeploy.export.integrity`,
+re-exported here) checks both, for ``gliodeploy verify`` and before ``gliodeploy serve``.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any
 
-from gliodeploy import contract
-from gliodeploy.errors import ModelError
-from gliodeploy.export.repository import MODELS, validate_configs, versions
+from gliodeploy.export.integrity import (  # noqa: F401 - verification lives there; re-exported here
+    CHECKSUMS,
+    check_published_parameters,
+    sha256,
+    verify_repository,
+    verify_version,
+)
 
-ENSEMBLE = contract.ENSEMBLE_MODEL
-
-CHECKSUMS = "SHA256SUMS"
 _PACKAGES = ("gliodeploy", "torch", "onnx", "onnxruntime", "numpy", "SimpleITK", "monai", "nvidia-pytriton")
-
-
-def sha256(path: str | os.PathLike[str]) -> str:
-    """Hex SHA-256 of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def package_versions() -> dict[str, str | None]:
@@ -132,79 +123,3 @@ def _operating_point_lines(card: dict[str, Any]) -> list[str]:
         "- Served probability: the mean of the folds' probabilities, compared with the threshold unchanged.",
         "",
     ]
-
-
-def verify_version(folder: Path) -> None:
-    """Check a version folder against its ``SHA256SUMS``: missing, extra or changed files raise ModelError."""
-    sums_file = folder / CHECKSUMS
-    if not sums_file.is_file():
-        raise ModelError(f"{folder}: no {CHECKSUMS}; cannot verify this version")
-    expected: dict[str, str] = {}
-    for n, line in enumerate(sums_file.read_text(encoding="utf-8").splitlines(), 1):
-        digest, sep, name = line.partition("  ")
-        if not sep or len(digest) != 64:
-            raise ModelError(f"{sums_file}:{n}: malformed line {line!r}")
-        expected[name] = digest
-    present = {p.relative_to(folder).as_posix() for p in _files(folder) if "__pycache__" not in p.parts}
-    missing = sorted(set(expected) - present)
-    if missing:
-        raise ModelError(f"{folder}: file(s) missing: {', '.join(missing)}")
-    extra = sorted(present - set(expected))
-    if extra:
-        raise ModelError(f"{folder}: file(s) not in {CHECKSUMS}: {', '.join(extra)}")
-    for name, digest in expected.items():
-        if sha256(folder / name) != digest:
-            raise ModelError(f"checksum mismatch: {folder / name} was modified after export")
-
-
-def verify_repository(repo: str | os.PathLike[str]) -> dict[str, list[int]]:
-    """Verify configurations and every version's checksums; returns model -> verified versions."""
-    repo = Path(repo)
-    configs = validate_configs(repo)
-    out: dict[str, list[int]] = {}
-    for model in MODELS:
-        found = versions(repo / model)
-        if not found:
-            raise ModelError(f"{repo / model}: no version folder")
-        for v in found:
-            verify_version(repo / model / str(v))
-        out[model] = found
-    check_published_parameters(repo, configs, max(out[ENSEMBLE]))
-    return out
-
-
-def check_published_parameters(repo: Path, configs: dict[Path, Any], version: int) -> None:
-    """The decision rule and preprocessing a client reads from the configurations must be the ones in
-    the served (latest) version's ``metadata.json``, which its ``SHA256SUMS`` covers.
-
-    Configurations are not hashed (deployments legitimately change instance groups or batching), but
-    these parameters decide every answer: an edited threshold or preprocessing is refused.
-    """
-    meta_path = repo / ENSEMBLE / str(version) / "metadata.json"
-    try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ModelError(f"cannot read {meta_path}: {exc}") from exc
-    expected = {
-        contract.PARAM_THRESHOLD: meta.get("threshold"),
-        contract.PARAM_PREPROCESSING: meta.get("preprocessing"),
-        contract.PARAM_OPERATING_POINT: meta.get("operating_point"),
-    }
-    for path, cfg in configs.items():
-        if path.parent.name != ENSEMBLE and path.parent.parent.name != ENSEMBLE:
-            continue
-        for key, want in expected.items():
-            if want is None:
-                continue  # versions exported before this parameter existed
-            if key not in cfg.parameters:
-                raise ModelError(f"{path}: parameter {key!r} is missing (exported version {version} has it)")
-            raw = cfg.parameters[key].string_value
-            try:
-                got = float(raw) if key == contract.PARAM_THRESHOLD else json.loads(raw)
-            except (ValueError, json.JSONDecodeError):
-                raise ModelError(f"{path}: parameter {key!r} is malformed: {raw[:80]!r}") from None
-            if got != want:
-                raise ModelError(
-                    f"{path}: parameter {key!r} differs from version {version}'s metadata.json "
-                    "(edited after export?): re-export instead of editing a configuration"
-                )

@@ -1,9 +1,9 @@
 """``gliodeploy export``: training run -> new version of the Triton model repository.
 
-Everything of a new version is built in a staging folder inside the repository (same file
-system) and renamed into place at the end, configurations last: an interrupted export leaves the
-repository exactly as it was. A SIGKILL leaves a hidden ``.staging-<pid>-*`` folder; the next export
-removes those whose process is gone, so a model server never sees them.
+The whole next state of the repository (kept versions, the new version of every model, every
+configuration, the manifest) is built in a staging folder beside it and swapped in at once
+(:mod:`gliodeploy.export.publish`): an interrupted export leaves the repository exactly as it was,
+a finished one exactly the new state. Nothing is ever written inside the served repository.
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ from gliodeploy import contract
 from gliodeploy.errors import ModelError
 from gliodeploy.export.modelcard import package_versions, write_card
 from gliodeploy.export.profiles import ExportProfile
-from gliodeploy.export.repository import EnsembleSpec, next_version, publish_versions, write_configs
+from gliodeploy.export.publish import RepositoryUpdate
+from gliodeploy.export.repository import MODELS, EnsembleSpec, write_configs
 from gliodeploy.preprocessing import PreprocessConfig
 
 
@@ -39,28 +40,6 @@ class ExportResult:
     parity_max_abs_diff: float
     files: list[Path]
     operating_point: dict[str, Any]
-
-
-def remove_stale_staging(repo: Path) -> list[Path]:
-    """Delete ``.staging-<pid>-*`` folders left by killed exports (their process no longer exists)."""
-    removed = []
-    for folder in repo.glob(".staging-*"):
-        pid = folder.name.split("-")[1]
-        if pid.isdigit() and _process_alive(int(pid)):
-            continue  # another export is writing it right now
-        shutil.rmtree(folder, ignore_errors=True)
-        removed.append(folder)
-    return removed
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
 
 
 def synthetic_parity_inputs(cfg: PreprocessConfig, *, n: int = 2, seed: int = 1234) -> np.ndarray:
@@ -146,17 +125,13 @@ def export_models(
         threshold=threshold,
         operating_point_json=json.dumps(operating_point, sort_keys=True),
     )
-    if parity_inputs is None:
-        parity_inputs = synthetic_parity_inputs(cfg)
-    repo.mkdir(parents=True, exist_ok=True)
-    remove_stale_staging(repo)
-    version = next_version(repo)
-    staging = Path(tempfile.mkdtemp(prefix=f".staging-{os.getpid()}-", dir=repo))
-    try:
-        staged = {m: staging / m for m in (contract.ENSEMBLE_MODEL, contract.GEOMETRY_MODEL)}
-        staged[contract.NATIVE_PIPELINE_MODEL] = staging / contract.NATIVE_PIPELINE_MODEL
+    with RepositoryUpdate(repo) as update:  # first: a repository export cannot update fails fast
+        if parity_inputs is None:
+            parity_inputs = synthetic_parity_inputs(cfg)
+        version = update.version
+        staged = {m: update.staging / m / str(version) for m in MODELS}
         for folder in staged.values():
-            folder.mkdir()
+            folder.mkdir(parents=True, mode=0o755)
         ens_dir = staged[contract.ENSEMBLE_MODEL]
         if profile.format == "onnx":
             report = export_onnx(
@@ -239,10 +214,9 @@ def export_models(
                 "outputs": [{**o, "shape": [1, *o["shape"][1:]]} for o in outputs],
             },
         )
-        files = publish_versions(staged, repo, version)
-        files += write_configs(repo, spec, profile)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        written = [*staged.values(), *write_configs(update.staging, spec, profile)]
+        update.commit()
+    files = [repo / p.relative_to(update.staging) for p in written]
     return ExportResult(
         repository=repo,
         version=version,

@@ -9,14 +9,14 @@ Layout (see docs/ARCHITECTURE.md)::
 Configurations are built as ``tritonclient.grpc.model_config_pb2.ModelConfig`` and printed with
 protobuf's text_format, so they are syntactically valid by construction; :func:`validate_configs`
 parses every file back. One export adds version ``N`` to all three models at once (latest-version
-policy keeps them paired); older versions are never touched.
+policy keeps them paired) and rewrites every configuration, all published together by
+:mod:`gliodeploy.export.publish`; older versions are never modified.
 """
 
 from __future__ import annotations
 
 import os
 import re
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +33,8 @@ MODELS = (contract.ENSEMBLE_MODEL, contract.GEOMETRY_MODEL, contract.NATIVE_PIPE
 #: Configuration targets: ``gpu`` is the default ``config.pbtxt``; others live in ``configs/<name>.pbtxt``
 #: and are selected with ``tritonserver --model-config-name=<name>``.
 TARGETS = ("gpu", "cpu", "local")
-_VERSION_RE = re.compile(r"^[1-9][0-9]*$")
+#: A version folder name: a positive integer without leading zeros (Triton's own rule).
+VERSION_RE = re.compile(r"^[1-9][0-9]*$")
 
 
 @dataclass(frozen=True)
@@ -256,32 +257,4 @@ def versions(model_dir: Path) -> list[int]:
     """Existing numeric version folders of one model, sorted."""
     if not model_dir.is_dir():
         return []
-    return sorted(int(p.name) for p in model_dir.iterdir() if p.is_dir() and _VERSION_RE.match(p.name))
-
-
-def next_version(repo: Path) -> int:
-    """The version number the next export uses: one above any version of the three models."""
-    return max((v for m in MODELS for v in versions(repo / m)), default=0) + 1
-
-
-def publish_versions(staged: dict[str, Path], repo: Path, version: int) -> list[Path]:
-    """Move staged version folders (model name -> folder) to ``<repo>/<model>/<version>``.
-
-    Each move is a single ``rename`` (same file system), so a version folder is either absent or
-    complete. Refuses to replace an existing version.
-    """
-    targets = {model: repo / model / str(version) for model in staged}
-    for target in targets.values():
-        if target.exists():
-            raise ModelError(f"{target} already exists; an export never overwrites a version")
-    moved = []
-    try:
-        for model, src in staged.items():
-            targets[model].parent.mkdir(parents=True, exist_ok=True)
-            os.rename(src, targets[model])
-            moved.append(targets[model])
-    except BaseException:
-        for path in moved:  # keep the three models paired: all of version N or none of it
-            shutil.rmtree(path, ignore_errors=True)
-        raise
-    return moved
+    return sorted(int(p.name) for p in model_dir.iterdir() if p.is_dir() and VERSION_RE.match(p.name))

@@ -1,0 +1,159 @@
+"""A tamper-proof model repository and atomic publishing (gliodeploy/export/integrity.py, publish.py).
+
+Every attack goes through the real ``gliodeploy verify`` (and ``gliodeploy serve``, which verifies
+before starting Triton) and must end with one ``error:`` line, a non-zero exit code and nothing served.
+The repositories are copies of one export made here (``pristine``), never served by another test.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from gliodeploy import contract
+from gliodeploy.errors import ModelError
+from gliodeploy.export.modelcard import CHECKSUMS, verify_repository
+from gliodeploy.export.repository import MODELS, config_text, parse_config
+
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:.*brain mask lies outside the model grid:UserWarning"),
+    pytest.mark.timeout(300),  # a refused repository that got served would block `serve` forever
+]
+
+ENS, GEO, NAT = contract.ENSEMBLE_MODEL, contract.GEOMETRY_MODEL, contract.NATIVE_PIPELINE_MODEL
+
+
+@pytest.fixture(scope="module")
+def pristine(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fresh export of ``tiny_run`` (version 1) that no server ever reads."""
+    from gliodeploy.export.pipeline import export_run
+
+    repo = tmp_path_factory.mktemp("pristine") / "model_repository"
+    export_run(tiny_run, repo, threshold=0.5)
+    return repo
+
+
+@pytest.fixture(scope="module")
+def exporter(tiny_run: Path):  # noqa: ANN201 - returns a callable
+    """Export ``tiny_run`` into a repository without regenerating parity scans (cheap, same code path)."""
+    from gliodeploy.export.pipeline import export_models, resolve_operating_point, synthetic_parity_inputs
+    from gliodeploy.preprocessing import PreprocessConfig
+    from gliodeploy.training.rundir import RunDir
+
+    run = RunDir(tiny_run)
+    plans, models = run.plans(), run.load_fold_models()
+    op = resolve_operating_point(tiny_run, 0.5)
+    scans = synthetic_parity_inputs(PreprocessConfig.from_dict(plans["preprocessing"]))
+
+    def export(repo: Path):  # noqa: ANN202
+        return export_models(models, plans, repo, parity_inputs=scans, run_dir=tiny_run, operating_point=op)
+
+    return export
+
+
+def _copy(src: Path, tmp_path: Path) -> Path:
+    dst = tmp_path / "model_repository"
+    shutil.copytree(src, dst, symlinks=True)
+    return dst
+
+
+def _snapshot(repo: Path) -> dict[str, bytes]:
+    return {p.relative_to(repo).as_posix(): p.read_bytes() for p in sorted(repo.rglob("*")) if p.is_file()}
+
+
+def _cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    from gliodeploy.cli import app
+    from gliodeploy.cli_utils import run_app
+
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:
+        run_app(app, argv)
+    return int(exc.value.code or 0), capsys.readouterr().err
+
+
+def _refused(repo: Path, capsys: pytest.CaptureFixture[str], *needles: str, serve: bool = True) -> str:
+    """``verify`` (and ``serve``, which verifies before starting Triton) refuse ``repo``: one error line
+    naming ``needles``, exit code 4, no server started (serve would otherwise block until the timeout)."""
+    errors = []
+    for argv in (["verify", str(repo)], ["serve", str(repo), "--startup-timeout", "30"])[: 2 if serve else 1]:
+        code, err = _cli(argv, capsys)
+        assert code == ModelError.exit_code, err
+        assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err, err
+        for needle in needles:
+            assert needle in err, err
+        errors.append(err)
+    return errors[0]
+
+
+# ---- 1. every byte the server loads or a client trusts is covered -------------------------------------
+def test_export_writes_a_manifest_over_every_file(pristine: Path) -> None:
+    assert verify_repository(pristine) == {m: [1] for m in MODELS}
+    manifest = (pristine / CHECKSUMS).read_text().splitlines()
+    names = {line.split("  ", 1)[1] for line in manifest}
+    files = {p.relative_to(pristine).as_posix() for p in pristine.rglob("*") if p.is_file()}
+    assert names == files - {CHECKSUMS}
+    assert f"{ENS}/config.pbtxt" in names and f"{ENS}/configs/local.pbtxt" in names
+    assert f"{GEO}/1/model.py" in names and f"{ENS}/1/{CHECKSUMS}" in names
+    # The usual tool checks it too.
+    proc = subprocess.run(["sha256sum", "--quiet", "-c", CHECKSUMS], cwd=pristine, capture_output=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def _edit(path: Path, change) -> None:  # noqa: ANN001 - change(ModelConfig) edits it in place
+    cfg = parse_config(path)
+    change(cfg)
+    path.write_text(config_text(cfg))
+
+
+CONFIG_EDITS = {
+    "backend": (f"{ENS}/config.pbtxt", lambda c: setattr(c, "backend", "python")),
+    "default_model_filename": (
+        f"{ENS}/configs/cpu.pbtxt",
+        lambda c: setattr(c, "default_model_filename", "m.onnx"),
+    ),
+    "instance_group": (f"{ENS}/configs/local.pbtxt", lambda c: setattr(c.instance_group[0], "count", 8)),
+    "input_dims": (f"{ENS}/configs/local.pbtxt", lambda c: c.input[0].dims.__setitem__(1, 64)),
+    "max_batch_size": (f"{ENS}/config.pbtxt", lambda c: setattr(c, "max_batch_size", 64)),
+    "geometry_backend_param": (
+        f"{GEO}/configs/local.pbtxt",
+        lambda c: c.parameters["EXECUTION_MODE"].__setattr__("string_value", "x"),
+    ),
+    "ensemble_step_version": (
+        f"{NAT}/config.pbtxt",
+        lambda c: setattr(c.ensemble_scheduling.step[1], "model_version", 1),
+    ),
+}
+
+
+@pytest.mark.parametrize("edit", sorted(CONFIG_EDITS))
+def test_any_config_edit_is_refused(pristine: Path, tmp_path: Path, capsys, edit: str) -> None:
+    repo = _copy(pristine, tmp_path)
+    rel, change = CONFIG_EDITS[edit]
+    _edit(repo / rel, change)
+    err = _refused(repo, capsys, rel, "was modified after export", "--profile")
+    assert "instance groups" in err  # says how a deployment changes them instead
+
+
+def test_repository_without_manifest_is_refused_and_reexport_adds_it(
+    pristine: Path, tmp_path: Path, capsys, exporter
+) -> None:
+    repo = _copy(pristine, tmp_path)
+    (repo / CHECKSUMS).unlink()  # what exports before the manifest wrote
+    _refused(repo, capsys, f"{repo / CHECKSUMS} is missing", "re-run `gliodeploy export`")
+    v1 = _snapshot(repo / ENS / "1")
+    assert exporter(repo).version == 2
+    assert verify_repository(repo) == {m: [1, 2] for m in MODELS}
+    assert _snapshot(repo / ENS / "1") == v1  # the earlier version is carried, unchanged
+
+
+def test_manifest_lines_are_checked(pristine: Path, tmp_path: Path, capsys) -> None:
+    repo = _copy(pristine, tmp_path)
+    with open(repo / CHECKSUMS, "a") as fh:
+        fh.write("not a checksum line\n")
+    _refused(repo, capsys, "malformed line")
+    repo = _copy(pristine, tmp_path / "b")
+    (repo / GEO / "configs" / "cpu.pbtxt").unlink()
+    _refused(repo, capsys, "missing", f"{GEO}/configs/cpu.pbtxt")
