@@ -157,3 +157,56 @@ def test_manifest_lines_are_checked(pristine: Path, tmp_path: Path, capsys) -> N
     repo = _copy(pristine, tmp_path / "b")
     (repo / GEO / "configs" / "cpu.pbtxt").unlink()
     _refused(repo, capsys, "missing", f"{GEO}/configs/cpu.pbtxt")
+
+
+# ---- 2. a path parameter never leaves its version folder --------------------------------------------
+PATH_EDITS = {
+    "onnx_file_absolute": (f"{ENS}/configs/local.pbtxt", "onnx_file", "/tmp/evil/model.onnx", "absolute"),
+    "onnx_file_dotdot": (f"{ENS}/configs/local.pbtxt", "onnx_file", "../../../evil.onnx", "escapes"),
+    "onnx_file_sneaky": (f"{ENS}/configs/local.pbtxt", "onnx_file", "sub/../../x.onnx", "escapes"),
+    "onnx_file_folder": (f"{ENS}/configs/local.pbtxt", "onnx_file", ".", "escapes"),
+    "execution_env": (
+        f"{GEO}/configs/local.pbtxt",
+        "EXECUTION_ENV_PATH",
+        "$$TRITON_MODEL_DIRECTORY/env.tgz",
+        "variable",
+    ),
+    "default_model_filename": (f"{ENS}/config.pbtxt", None, "/models/evil.onnx", "absolute"),
+}
+
+
+@pytest.mark.parametrize("edit", sorted(PATH_EDITS))
+def test_path_parameters_outside_the_version_folder_are_refused(
+    pristine: Path, tmp_path: Path, capsys, edit: str
+) -> None:
+    repo = _copy(pristine, tmp_path)
+    rel, key, value, why = PATH_EDITS[edit]
+
+    def change(cfg) -> None:  # noqa: ANN001
+        if key is None:
+            cfg.default_model_filename = value
+        else:
+            cfg.parameters[key].string_value = value
+
+    _edit(repo / rel, change)
+    err = _refused(repo, capsys, rel, repr(value), why, "version folder")
+    assert "was modified" not in err  # named for what it is, before the checksum
+
+
+def test_python_backend_model_refuses_an_outside_onnx_file(pristine: Path, tmp_path: Path) -> None:
+    """Even on a server started without verify, the shipped model.py opens no file outside its version."""
+    from gliodeploy.errors import ServerError
+    from gliodeploy.serving import TritonServer
+
+    repo = _copy(pristine, tmp_path)
+    outside = tmp_path / "elsewhere.onnx"
+    shutil.copyfile(repo / ENS / "1" / "model.onnx", outside)  # a valid graph: only the location is wrong
+    _edit(
+        repo / ENS / "configs" / "local.pbtxt",
+        lambda c: c.parameters["onnx_file"].__setattr__("string_value", str(outside)),
+    )
+    server = TritonServer(repo, startup_timeout=60, log_file=tmp_path / "triton.log")
+    with pytest.raises(ServerError) as exc:
+        server.start()
+    log = (tmp_path / "triton.log").read_text()
+    assert "is not a file inside the version folder" in log, str(exc.value)[-2000:]

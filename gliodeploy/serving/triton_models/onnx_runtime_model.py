@@ -22,11 +22,17 @@ class TritonPythonModel:
         config = json.loads(args["model_config"])
         params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
         version_dir = os.path.join(args["model_repository"], args["model_version"])
+        onnx_file = params.get("onnx_file", "model.onnx")
+        root = os.path.realpath(version_dir)
+        path = os.path.realpath(os.path.join(version_dir, onnx_file))
+        # `gliodeploy verify` refuses this too; the model refuses it even on a server started without it.
+        if os.path.isabs(onnx_file) or path == root or os.path.commonpath([root, path]) != root:
+            raise ValueError(f"onnx_file {onnx_file!r} is not a file inside the version folder {root}")
         options = ort.SessionOptions()
         options.intra_op_num_threads = int(params.get("intra_op_thread_count", "0"))
         options.inter_op_num_threads = 1
         self.session = ort.InferenceSession(
-            os.path.join(version_dir, params.get("onnx_file", "model.onnx")),
+            path,
             sess_options=options,
             providers=["CPUExecutionProvider"],
         )
