@@ -37,6 +37,7 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("export", "gliodeploy.export.commands", "export"),
     ("verify", "gliodeploy.export.commands", "verify"),
     ("serve", "gliodeploy.serving.commands", "serve"),
+    ("predict", "gliodeploy.predict.commands", "predict"),
     ("demo", "gliodeploy.demo", "demo"),
 ]
 
