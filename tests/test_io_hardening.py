@@ -280,3 +280,22 @@ def test_client_predict_reads_the_pet_of_a_study_and_records_the_choice(
     proc = _client_cli(*args, "--series-uid", nac_uid)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["results"][0]["scan"]["series_uid"] == nac_uid
+
+
+def test_explain_cli_reads_the_pet_of_a_study_and_takes_series_uid(
+    tiny_run: Path, pet_ct_study: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "explained"
+    code, err = run_cli(["explain", str(tiny_run), str(pet_ct_study["pet_ct"]), "--out", str(out)], capsys)
+    assert code == 0, err
+    pet_uid = _uid(pet_ct_study["pet"])
+    assert f"chose series {pet_uid} (PET AC, PT, AC)" in err
+    summary = json.loads(next(out.glob("*_explanation.json")).read_text())
+    assert (
+        summary["series"]["series_uid"] == pet_uid
+        and "PET (Modality PT)" in summary["series"]["series_choice"]
+    )
+    argv = ["explain", str(tiny_run), str(pet_ct_study["pet_ct"]), "--out", str(tmp_path / "ct")]
+    code, err = run_cli([*argv, "--series-uid", "1.2.3"], capsys)
+    assert code == 2 and err.startswith("error: ") and "no series 1.2.3" in err
+    assert not (tmp_path / "ct").exists()

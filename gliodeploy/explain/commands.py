@@ -19,6 +19,12 @@ def explain(
         None, "--weight", min=1.0, help="Patient weight in kg, for SUV when the scan does not carry it."
     ),
     assume_suv: bool = typer.Option(False, "--assume-suv", help="The scan is already in SUV: use it as is."),
+    series_uid: str | None = typer.Option(
+        None,
+        "--series-uid",
+        help="DICOM SeriesInstanceUID to read from a folder holding several series [default: the PET "
+        "series, attenuation-corrected first; the choice is printed].",
+    ),
     fold: int | None = typer.Option(
         None, "--fold", min=0, help="Explain one fold's model (default: ensemble)."
     ),
@@ -82,7 +88,10 @@ def explain(
         method=method,
         lesion_mm=point,
         manifest=manifest,
+        series_uid=series_uid,
     )
+    if result.series.get("series_choice"):
+        typer.echo(f"{scan}: {result.series['series_choice']}", err=True)
     if result.layer_warning:
         typer.echo(f"warning: {result.layer_warning}", err=True)
     which = f"fold {fold}" if fold is not None else "ensemble"

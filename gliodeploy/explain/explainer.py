@@ -61,6 +61,8 @@ class Explanation:
     localised: bool | None
     localisation_threshold_mm: float
     files: dict[str, str] = field(default_factory=dict)
+    #: the DICOM series read (``series_uid``) and, for a folder holding several, why (``series_choice``)
+    series: dict[str, str] = field(default_factory=dict)
 
     @property
     def attention_in_brain(self) -> float:
@@ -165,6 +167,7 @@ def explain_scan(
     lesion_mm: tuple[float, float, float] | None = None,
     manifest: str | Path | None = None,
     smooth_mm: float = 0.0,
+    series_uid: str | None = None,
 ) -> Explanation:
     """Grad-CAM of a run's fold model(s) on one PET scan (NIfTI or DICOM folder); writes the outputs.
 
@@ -180,7 +183,7 @@ def explain_scan(
         raise InputError(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
     models, folds = load_models(run_dir, fold)
     cfg = RunDir(run_dir).preprocessing()
-    pet = load_pet(scan, weight_kg=weight_kg, assume_suv=assume_suv)
+    pet = load_pet(scan, weight_kg=weight_kg, assume_suv=assume_suv, series_uid=series_uid)
     source = None
     if lesion_mm is not None:
         source = "option"
@@ -243,6 +246,7 @@ def explain_scan(
         localised=loc["localised"],
         localisation_threshold_mm=float(LOCALISED_MM),
         files=files,
+        series={k: str(pet.metadata[k]) for k in ("series_uid", "series_choice") if pet.metadata.get(k)},
     )
     report = out / f"{stem}_explanation.json"
     result.files["json"] = str(report)
