@@ -23,7 +23,7 @@ from badinputs import head_phantom
 from gliodeploy.cli import app
 from gliodeploy.cli_utils import run_app
 from gliodeploy.errors import InputError, SuvError
-from gliodeploy.io import load_pet, write_pet_dicom_series
+from gliodeploy.io import load_pet, write_pet_dicom_series, write_pet_nifti
 
 INJECTION = datetime(2024, 3, 1, 10, 0, 0)
 SERIES = datetime(2024, 3, 1, 10, 20, 0)
@@ -299,3 +299,44 @@ def test_explain_cli_reads_the_pet_of_a_study_and_takes_series_uid(
     code, err = run_cli([*argv, "--series-uid", "1.2.3"], capsys)
     assert code == 2 and err.startswith("error: ") and "no series 1.2.3" in err
     assert not (tmp_path / "ct").exists()
+
+
+# ---- 3. BIDS-PET Units as dcm2niix and people write them ----------------------------------------------
+
+
+def _bids_sidecar(units: str) -> dict:
+    return {
+        "Modality": "PT",
+        "TracerRadionuclide": "F18",
+        "Units": units,
+        "InjectedRadioactivity": 185.0,
+        "InjectedRadioactivityUnits": "MBq",
+        "PatientWeight": 70.0,
+        "TimeZero": "10:00:00",
+        "InjectionStart": 0,
+        "ImageDecayCorrected": True,
+        "ImageDecayCorrectionTime": 1200,
+    }
+
+
+@pytest.mark.parametrize("units", ["BQML", "Bq/ml", "Bq/mL", "bq/cc", "Bq.mL-1", "Bq mL^-1"])
+def test_bids_units_spellings_of_bq_per_ml_are_accepted(tmp_path: Path, units: str) -> None:
+    image = _volume()
+    reference = load_pet(write_pet_nifti(image, tmp_path / "ref" / "pet.nii.gz", _bids_sidecar("Bq/mL")))
+    pet = load_pet(write_pet_nifti(image, tmp_path / "x" / "pet.nii.gz", _bids_sidecar(units)))
+    assert pet.metadata["units_original"] == units and pet.metadata["to_bqml"] == 1.0
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(pet.image), sitk.GetArrayFromImage(reference.image))
+    kbq = load_pet(write_pet_nifti(image / 1000.0, tmp_path / "k" / "pet.nii.gz", _bids_sidecar("KBQML")))
+    np.testing.assert_allclose(
+        sitk.GetArrayFromImage(kbq.image), sitk.GetArrayFromImage(reference.image), rtol=1e-5
+    )
+
+
+def test_unknown_bids_units_are_refused_by_the_cli(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    scan = write_pet_nifti(_volume(), tmp_path / "pet.nii.gz", _bids_sidecar("CNTS"))
+    out = tmp_path / "grid.nii.gz"
+    code, err = run_cli(["preprocess", str(scan), "--preset", "tiny", "--out", str(out)], capsys)
+    assert code == 3 and err.startswith("error: Units in ") and "pet.json" in err
+    assert "'CNTS' are not an activity concentration" in err and not out.exists()

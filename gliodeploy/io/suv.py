@@ -38,7 +38,7 @@ ACTIVITY_UNITS_BQ: dict[str, float] = {
     "ci": 3.7e10,
 }
 
-#: Concentration units -> Bq/mL (BIDS ``Units``); lower-cased, "ml" and "cc" both accepted.
+#: Concentration units -> Bq/mL (BIDS ``Units``), in the spelling :func:`normalize_concentration_units` gives.
 CONCENTRATION_UNITS_BQML: dict[str, float] = {
     "bq/ml": 1.0,
     "kbq/ml": 1e3,
@@ -91,9 +91,25 @@ def activity_to_bq(value: float, units: str, *, field: str) -> float:
     return float(value) * factor
 
 
+def normalize_concentration_units(units: str) -> str:
+    """Lower-cased canonical spelling of a concentration unit: ``BQML``, ``Bq/ml``, ``Bq.mL-1`` -> ``bq/ml``.
+
+    dcm2niix copies DICOM's code ``BQML`` into the BIDS sidecar; hand-written sidecars use ``Bq/mL``,
+    ``Bq/cc`` or the UCUM-like ``Bq.mL-1``/``Bq mL^-1``. All mean Bq per millilitre.
+    """
+    key = re.sub(r"\s+", "", units.strip().lower().replace("μ", "µ").replace("cc", "ml"))
+    key = re.sub(r"[.*·]?ml\^?-1$", "/ml", key)  # "per mL" written as a negative power
+    match = re.fullmatch(r"([kmnuµ]?(?:bq|ci))ml", key)  # the DICOM-style code without the slash
+    return f"{match.group(1)}/ml" if match else key
+
+
 def concentration_scale(units: str, *, field: str) -> float | None:
-    """Factor from ``units`` to Bq/mL, or ``None`` when the units already mean SUV (g/mL)."""
-    key = units.strip().lower().replace("μ", "µ").replace("cc", "ml")
+    """Factor from ``units`` to Bq/mL, or ``None`` when the units already mean SUV (g/mL).
+
+    Spellings are normalised first (:func:`normalize_concentration_units`); unknown units are a
+    :class:`SuvError` naming ``field``.
+    """
+    key = normalize_concentration_units(units)
     if key in SUV_UNITS:
         return None
     factor = CONCENTRATION_UNITS_BQML.get(key)
