@@ -7,8 +7,10 @@ bombs, and manifest subjects that are not safe file names.
 
 from __future__ import annotations
 
+import gzip
 import json
 import shutil
+import struct
 import subprocess
 import sys
 from datetime import datetime
@@ -340,3 +342,84 @@ def test_unknown_bids_units_are_refused_by_the_cli(
     code, err = run_cli(["preprocess", str(scan), "--preset", "tiny", "--out", str(out)], capsys)
     assert code == 3 and err.startswith("error: Units in ") and "pet.json" in err
     assert "'CNTS' are not an activity concentration" in err and not out.exists()
+
+
+# ---- 4. NIfTI size guard and gzip bombs, before any voxel is allocated ----------------------------------
+
+
+def _nifti_bytes(tmp_path: Path, shape_zyx: tuple[int, int, int] = (16, 16, 16)) -> bytes:
+    """A real NIfTI-1 file (int16, qform and sform set) written by SimpleITK, as bytes."""
+    path = tmp_path / "template.nii"
+    sitk.WriteImage(
+        sitk.GetImageFromArray(np.arange(np.prod(shape_zyx), dtype=np.int16).reshape(shape_zyx)), str(path)
+    )
+    data = path.read_bytes()
+    path.unlink()
+    return data
+
+
+def _with_dims(data: bytes, dims: tuple[int, int, int], datatype: int = 16, bitpix: int = 32) -> bytes:
+    header = bytearray(data[:352])  # header + the 4-byte extension flag; the voxels are never written
+    header[40:56] = struct.pack("<8h", 3, *dims, 1, 1, 1, 1)
+    header[70:74] = struct.pack("<hh", datatype, bitpix)
+    return bytes(header)
+
+
+@pytest.mark.parametrize("suffix", [".nii", ".nii.gz"])
+def test_a_header_announcing_a_huge_volume_is_refused_before_reading(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], suffix: str
+) -> None:
+    huge = _with_dims(_nifti_bytes(tmp_path), (2000, 2000, 2000))
+    scan = tmp_path / f"huge{suffix}"
+    scan.write_bytes(gzip.compress(huge) if suffix == ".nii.gz" else huge)
+    assert scan.stat().st_size < 1000
+    with pytest.raises(InputError, match=r"announces 29\.8 GiB of voxels \(2000x2000x2000 float32 voxels"):
+        load_pet(scan, assume_suv=True)
+    out = tmp_path / "grid.nii.gz"
+    code, err = run_cli(
+        ["preprocess", str(scan), "--assume-suv", "--preset", "tiny", "--out", str(out)], capsys
+    )
+    assert code == 2 and err.startswith(f"error: huge{suffix} announces 29.8 GiB")
+    assert "more than the 1.0 GiB limit" in err and "GLIODEPLOY_MAX_VOLUME_BYTES" in err
+    assert "Traceback" not in err and not out.exists()
+
+
+def test_a_gzip_bomb_is_refused_after_a_bounded_decompression(tmp_path: Path) -> None:
+    data = _nifti_bytes(tmp_path)  # 16^3 int16: 8 KiB of voxels announced
+    bomb = tmp_path / "bomb.nii.gz"
+    with gzip.open(bomb, "wb", compresslevel=9) as fh:
+        fh.write(data)
+        zeros = bytes(1 << 20)
+        for _ in range(64):  # 64 MiB more than the header announces
+            fh.write(zeros)
+    assert bomb.stat().st_size < 200_000  # a small file...
+    with pytest.raises(
+        InputError, match=r"decompresses to more than the 8544 bytes its header announces"
+    ) as exc:
+        load_pet(bomb, assume_suv=True)
+    stopped = int(str(exc.value).split("stopped after ")[1].split(")")[0])
+    assert stopped <= 8544 + 2 * (1 << 20)  # ...of which at most ~2 MiB were inflated
+    ok = tmp_path / "ok.nii.gz"
+    ok.write_bytes(gzip.compress(data))
+    assert load_pet(ok, assume_suv=True).image.GetSize() == (16, 16, 16)
+
+
+def test_the_volume_limit_is_configurable_and_guards_dicom_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    scan = tmp_path / "ok.nii"
+    scan.write_bytes(_nifti_bytes(tmp_path))
+    series = _series(tmp_path / "dicom")  # 8 slices of 9x7
+    monkeypatch.setenv("GLIODEPLOY_MAX_VOLUME_BYTES", "4000")
+    with pytest.raises(
+        InputError, match=r"ok.nii announces 8.0 KiB of voxels .* more than the 3.9 KiB limit"
+    ):
+        load_pet(scan, assume_suv=True)
+    monkeypatch.setenv("GLIODEPLOY_MAX_VOLUME_BYTES", "1000")
+    with pytest.raises(InputError, match=r"the series announces 2.0 KiB .*float32.*1000 bytes limit"):
+        load_pet(series)
+    monkeypatch.setenv("GLIODEPLOY_MAX_VOLUME_BYTES", "lots")
+    with pytest.raises(InputError, match="GLIODEPLOY_MAX_VOLUME_BYTES='lots' is not a positive number"):
+        load_pet(scan, assume_suv=True)
+    monkeypatch.setenv("GLIODEPLOY_MAX_VOLUME_BYTES", "1e4")
+    assert load_pet(scan, assume_suv=True).image.GetSize() == (16, 16, 16)

@@ -12,6 +12,7 @@ here; DICOM cannot store NaN.
 
 from __future__ import annotations
 
+import math
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from gliodeploy.io.suv import (
     decay_seconds,
     half_life_for,
 )
+from gliodeploy.io.volume import check_volume_bytes
 
 #: Two geometries agree when the volume corners move by less than this (mm). The header strings
 #: ITK exposes carry 6 significant digits, ~1e-3 mm at 100 mm from the origin.
@@ -97,11 +99,11 @@ def read_nifti(path: Path) -> tuple[sitk.Image, dict[str, Any]]:
             f"{path}: the NIfTI header has no orientation (qform_code and sform_code are both 0): "
             "rewrite it with the scanner's affine"
         )
+    _check_payload(path)  # size limit, truncation, gzip bomb: all before ITK allocates the voxels
     try:
         image = reader.Execute()
     except RuntimeError as exc:
         raise InputError(f"{path}: cannot read NIfTI pixels: {str(exc).strip().splitlines()[-1]}") from exc
-    _check_complete(path)
     if image.GetDimension() == 4 and image.GetSize()[3] == 1:
         image = image[:, :, :, 0]  # a static volume stored with a singleton time axis
     info: dict[str, Any] = {
@@ -129,13 +131,40 @@ def read_nifti(path: Path) -> tuple[sitk.Image, dict[str, Any]]:
     return image, info
 
 
-def _check_complete(path: Path) -> None:
-    """Refuse a NIfTI-1 file whose voxel data is shorter than its header says.
+#: NIfTI-1 ``datatype`` code -> bytes per voxel (nifti1.h).
+NIFTI_DATATYPE_BYTES: dict[int, tuple[str, int]] = {
+    2: ("uint8", 1),
+    4: ("int16", 2),
+    8: ("int32", 4),
+    16: ("float32", 4),
+    32: ("complex64", 8),
+    64: ("float64", 8),
+    128: ("rgb24", 3),
+    256: ("int8", 1),
+    512: ("uint16", 2),
+    768: ("uint32", 4),
+    1024: ("int64", 8),
+    1280: ("uint64", 8),
+    1536: ("float128", 16),
+    1792: ("complex128", 16),
+    2048: ("complex256", 32),
+    2304: ("rgba32", 4),
+}
+#: Bytes a ``.nii.gz`` may decompress to beyond what its header announces before it is called a bomb:
+#: real writers stop at the last voxel; the margin only tolerates odd padding.
+GZIP_SLACK_BYTES = 1 << 20
 
-    ITK reads a truncated file (an interrupted copy or download) without complaint and fills the
-    missing voxels with 0, which would silently cut the scan. The data size is vox_offset +
-    prod(dim) * bitpix / 8; a ``.gz`` file is streamed through gzip, which also catches a cut or
-    corrupt compressed stream.
+
+def _check_payload(path: Path) -> None:
+    """Refuse, before ITK allocates or reads any voxel, a NIfTI-1 file that is too large or inconsistent.
+
+    From the 348-byte header alone: the voxel payload, prod(dim) x the datatype's size, must stay within
+    :func:`~gliodeploy.io.volume.max_volume_bytes` (a header promising 2000^3 float32 voxels would
+    otherwise make ITK try to allocate 32 GB). Then the file must hold the vox_offset + payload bytes
+    the header announces: ITK reads a truncated file (an interrupted copy) without complaint and fills
+    the missing voxels with 0. A ``.gz`` file is stream-decompressed with a byte cap, so a gzip bomb (a
+    small file that inflates far beyond what its header promises) is refused after at most
+    :data:`GZIP_SLACK_BYTES` more than the announced size, and a cut or corrupt stream is caught too.
     """
     import gzip
     import struct
@@ -143,25 +172,43 @@ def _check_complete(path: Path) -> None:
 
     gz = path.name.lower().endswith(".gz")
     try:
-        if gz:
-            with gzip.open(path, "rb") as fh:
-                header = fh.read(348)
-                size = len(header)
-                while chunk := fh.read(1 << 20):
-                    size += len(chunk)
-        else:
-            header = path.read_bytes()[:348]
-            size = path.stat().st_size
+        with (gzip.open if gz else open)(path, "rb") as fh:
+            header = fh.read(348)
     except (EOFError, OSError, zlib.error) as exc:
         raise InputError(f"{path}: the file is truncated or corrupt ({exc})") from exc
     if len(header) < 348:
         raise InputError(f"{path}: the file is truncated: {len(header)} bytes, shorter than a NIfTI header")
     order = "<" if struct.unpack("<i", header[:4])[0] == 348 else ">"
     dim = struct.unpack(f"{order}8h", header[40:56])
-    bitpix = struct.unpack(f"{order}h", header[72:74])[0]
+    datatype, bitpix = struct.unpack(f"{order}hh", header[70:74])
     vox_offset = struct.unpack(f"{order}f", header[108:112])[0]
-    n_voxels = int(np.prod([max(d, 1) for d in dim[1 : 1 + max(min(dim[0], 7), 0)]], dtype=np.int64))
-    expected = max(int(vox_offset), 348) + n_voxels * bitpix // 8
+    n_dims = dim[0]
+    if not 1 <= n_dims <= 7 or any(d < 0 for d in dim[1 : 1 + n_dims]):
+        raise InputError(f"{path}: the NIfTI header has invalid dimensions {list(dim)}")
+    if not np.isfinite(vox_offset) or vox_offset < 0:
+        raise InputError(f"{path}: the NIfTI header has an invalid vox_offset {vox_offset!r}")
+    sizes = [max(d, 1) for d in dim[1 : 1 + n_dims]]
+    n_voxels = math.prod(sizes)  # Python ints: no overflow whatever the header says
+    name, per_voxel = NIFTI_DATATYPE_BYTES.get(datatype, (f"datatype {datatype}", max(bitpix, 8) // 8))
+    payload = n_voxels * max(per_voxel, bitpix // 8)
+    check_volume_bytes(payload, path.name, f"{'x'.join(map(str, sizes))} {name} voxels, per its header")
+    expected = max(int(vox_offset), 348) + payload
+    try:
+        if gz:
+            cap = expected + GZIP_SLACK_BYTES
+            with gzip.open(path, "rb") as fh:
+                size = 0
+                while chunk := fh.read(min(1 << 20, cap + 1 - size)):
+                    size += len(chunk)
+                    if size > cap:
+                        raise InputError(
+                            f"{path}: decompresses to more than the {expected} bytes its header announces "
+                            f"(stopped after {size}): a corrupt file or a gzip bomb"
+                        )
+        else:
+            size = path.stat().st_size
+    except (EOFError, OSError, zlib.error) as exc:
+        raise InputError(f"{path}: the file is truncated or corrupt ({exc})") from exc
     if size < expected:
         raise InputError(
             f"{path}: the file is truncated: {size} of the {expected} bytes its header announces "
