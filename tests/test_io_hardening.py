@@ -423,3 +423,106 @@ def test_the_volume_limit_is_configurable_and_guards_dicom_too(
         load_pet(scan, assume_suv=True)
     monkeypatch.setenv("GLIODEPLOY_MAX_VOLUME_BYTES", "1e4")
     assert load_pet(scan, assume_suv=True).image.GetSize() == (16, 16, 16)
+
+
+# ---- 5. manifest subjects are safe file names; the cache never writes outside its root ----------------
+
+MANIFEST_HEADER = "subject,image,label,scanner,site,split\n"
+
+
+@pytest.mark.parametrize(
+    ("subject", "problem"),
+    [
+        ("../x", "is not a safe file name"),
+        ("a/b", "is not a safe file name"),
+        ("/etc/passwd", "is not a safe file name"),
+        ("", "empty subject"),
+        ("P 001", "is not a safe file name"),
+        ("..", "is not a safe file name"),
+        (".hidden", "is not a safe file name"),
+        ("a\\\\b", "is not a safe file name"),
+        ("x;rm", "is not a safe file name"),
+    ],
+)
+def test_unsafe_manifest_subjects_are_refused_naming_the_row(
+    tmp_path: Path, subject: str, problem: str
+) -> None:
+    from gliodeploy.data.manifest import read_manifest
+    from gliodeploy.errors import ConfigError
+
+    (tmp_path / "a.nii.gz").write_bytes(b"")
+    manifest = tmp_path / "m.csv"
+    manifest.write_text(
+        MANIFEST_HEADER + "P001,a.nii.gz,1,S,X,train\n" + f'"{subject}",a.nii.gz,0,S,X,train\n'
+    )
+    with pytest.raises(ConfigError, match=rf"line 3: .*{problem}"):
+        read_manifest(manifest)
+
+
+def test_safe_subjects_and_the_series_uid_column_are_read(tmp_path: Path) -> None:
+    from gliodeploy.data.manifest import read_manifest
+    from gliodeploy.errors import ConfigError
+
+    (tmp_path / "a.nii.gz").write_bytes(b"")
+    manifest = tmp_path / "m.csv"
+    rows = "sub-001,a.nii.gz,1,S,X,train,\nP_002.v2,a.nii.gz,0,S,X,train,1.2.840.10008.99\n"
+    manifest.write_text(MANIFEST_HEADER.replace("split", "split,series_uid") + rows)
+    read = read_manifest(manifest)
+    assert [(r.subject, r.series_uid) for r in read.rows] == [
+        ("sub-001", None),
+        ("P_002.v2", "1.2.840.10008.99"),
+    ]
+    manifest.write_text(
+        MANIFEST_HEADER.replace("split", "split,series_uid") + "P1,a.nii.gz,1,S,X,train,1.2.x\n"
+    )
+    with pytest.raises(ConfigError, match=r"line 2 \(P1\): column series_uid: '1.2.x' is not a DICOM UID"):
+        read_manifest(manifest)
+
+
+def test_cache_refuses_entries_outside_its_root(tmp_path: Path) -> None:
+    from gliodeploy.data.cache import build_cache
+    from gliodeploy.data.manifest import ManifestRow
+    from gliodeploy.preprocessing import PreprocessConfig
+
+    scan = write_pet_nifti(_volume(), tmp_path / "pet.nii.gz", _bids_sidecar("Bq/mL"))
+    root = tmp_path / "deep" / "cache"
+    for subject in ("../../escaped", "/tmp/abs", "..", "a/b"):
+        row = ManifestRow(subject, scan, 1, "S", "X", "train")  # built by code, not by read_manifest
+        with pytest.raises(InputError, match="cannot name a cache entry: it would leave"):
+            build_cache([row], PreprocessConfig.tiny(), root, progress=False)
+    assert not root.exists() and not list(tmp_path.rglob("*.npz"))
+
+
+def test_cache_reads_the_manifest_series_uid(pet_ct_study: dict[str, Path], tmp_path: Path) -> None:
+    from gliodeploy.data.cache import build_cache, load_cached
+    from gliodeploy.data.manifest import ManifestRow
+    from gliodeploy.preprocessing import PreprocessConfig
+
+    cfg = PreprocessConfig.tiny()
+    study = pet_ct_study["ac_nac"]
+    pet_row = ManifestRow("alone", pet_ct_study["pet"], 1, "S", "X", "train")
+    chosen = ManifestRow("chosen", study, 1, "S", "X", "train", series_uid=_uid(pet_ct_study["pet"]))
+    entries = build_cache([pet_row, chosen], cfg, tmp_path / "cache", progress=False)
+    alone, picked = (load_cached(entries[s]) for s in ("alone", "chosen"))
+    np.testing.assert_array_equal(alone.array, picked.array)
+    nac = ManifestRow("nac", study, 1, "S", "X", "train", series_uid=_uid(pet_ct_study["nac"]))
+    with pytest.raises(SuvError, match=r"subject nac .*CorrectedImage .* lacks ATTN"):
+        build_cache([nac], cfg, tmp_path / "cache", progress=False)
+
+
+def test_train_cli_refuses_an_unsafe_subject_before_any_work(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tiny_experiment import write_tiny_experiment
+
+    root = tmp_path / "cohort"
+    root.mkdir()
+    (root / "a.nii.gz").write_bytes(b"")
+    manifest = root / "manifest.csv"
+    rows = [f"s{i},a.nii.gz,{i % 2},A,X,train\n" for i in range(4)]
+    manifest.write_text(MANIFEST_HEADER + "".join(rows) + "../../escaped,a.nii.gz,1,A,X,train\n")
+    config = write_tiny_experiment(tmp_path / "exp.toml", "unsafe")
+    run_dir = tmp_path / "run"
+    code, err = run_cli(["train", str(config), "--manifest", str(manifest), "--out", str(run_dir)], capsys)
+    assert code == 2 and err.startswith("error: manifest ") and "line 6: subject '../../escaped'" in err
+    assert not list(tmp_path.rglob("*.npz")) and not (tmp_path.parent / "escaped.npz").exists()

@@ -71,6 +71,24 @@ def cache_dir(cache_root: str | Path, cfg: Any) -> Path:
     return Path(cache_root) / cfg.fingerprint()
 
 
+def cache_entry(folder: str | Path, subject: str) -> Path:
+    """``<folder>/<subject>.npz``, refused (:class:`InputError`) unless it lies directly in ``folder``.
+
+    Manifest validation already refuses unsafe subjects; this is the second line of defence for rows
+    built elsewhere, so that a subject such as ``../../x`` can never write outside the cache.
+    """
+    folder = Path(folder)
+    entry = folder / f"{subject}.npz"
+    if (
+        not subject
+        or Path(subject).name != subject
+        or subject in (".", "..")
+        or entry.resolve().parent != folder.resolve()
+    ):
+        raise InputError(f"subject {subject!r} cannot name a cache entry: it would leave {folder}")
+    return entry
+
+
 def _entry_is_fresh(entry: Path, digest: str) -> bool:
     if not entry.is_file():
         return False
@@ -87,10 +105,12 @@ def preprocess_row(row: ManifestRow, cfg: Any, entry: Path) -> Path:
     from gliodeploy.preprocessing import preprocess
 
     digest = input_hash(row.image)
+    if row.series_uid:  # another series of the same folder is another input
+        digest = hashlib.sha256(f"{digest}|series_uid={row.series_uid}".encode()).hexdigest()
     if _entry_is_fresh(entry, digest):
         return entry
     try:
-        pet = load_pet(row.image, **row.suv_kwargs)
+        pet = load_pet(row.image, series_uid=row.series_uid, **row.suv_kwargs)
         out = preprocess(pet.image, cfg)
     except InputError as exc:  # keep the class (SuvError stays SuvError), name the subject
         raise type(exc)(f"subject {row.subject} ({row.image}): {exc}") from exc
@@ -129,8 +149,8 @@ def build_cache(
     from tqdm.auto import tqdm
 
     folder = cache_dir(cache_root, cfg)
+    entries = {r.subject: cache_entry(folder, r.subject) for r in rows}  # before anything is created
     folder.mkdir(parents=True, exist_ok=True)
-    entries = {r.subject: folder / f"{r.subject}.npz" for r in rows}
     bar = tqdm(total=len(rows), desc="preprocess", unit="scan", disable=not progress, leave=False)
     try:
         if workers and workers > 0 and len(rows) > 1:

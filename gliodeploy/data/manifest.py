@@ -16,6 +16,12 @@ Optional reader lesion location, used by the TBR baseline instead of its automat
   folder or absolute, in the same physical space as the image (any voxel grid: it is resampled onto
   the model grid with nearest neighbour). SUVmax / mean are read inside it. Wins over ``lesion_mm``.
 
+Optional ``series_uid``: the DICOM SeriesInstanceUID to read when the row's image folder holds several
+series (a study export); empty = the reader's automatic choice (PET, attenuation-corrected first).
+
+``subject`` must be a safe file name (letters, digits, ``.``, ``_``, ``-``; see :data:`SUBJECT_PATTERN`):
+it names the preprocessing cache entry and report rows, so ``../x`` or ``a/b`` are refused here.
+
 Synthetic cohorts carry the true lesion centre ``lesion_center_mm`` (same ``x;y;z`` LPS mm format),
 read into :attr:`ManifestRow.truth_lesion_mm` so the report can say how often the automatic hotspot
 misses the lesion; it is ground truth, never used as a reader location, and a malformed value only
@@ -26,6 +32,7 @@ from __future__ import annotations
 
 import csv
 import math
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +48,24 @@ READER_POINT_COLUMN = "lesion_mm"
 READER_VOI_COLUMN = "lesion_voi"
 #: Ground-truth lesion centre of synthetic cohorts (``x;y;z`` LPS mm); never used as a reader location.
 TRUTH_LESION_COLUMN = "lesion_center_mm"
+#: Optional DICOM SeriesInstanceUID to read when the row's image folder holds several series.
+SERIES_UID_COLUMN = "series_uid"
+#: A subject names files (``<cache>/<fingerprint>/<subject>.npz``, reports): letters, digits, ``.``,
+#: ``_`` and ``-``, starting with a letter or digit (no path separator, no ``..``, no hidden file).
+SUBJECT_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+_SERIES_UID_PATTERN = re.compile(r"[0-9]+(\.[0-9]+)*")
+
+
+def subject_problem(subject: str) -> str | None:
+    """Why ``subject`` cannot name a file (``None`` when it can)."""
+    if not subject:
+        return "empty subject"
+    if not SUBJECT_PATTERN.fullmatch(subject) or ".." in subject:
+        return (
+            f"subject {subject!r} is not a safe file name: use letters, digits, '.', '_' and '-' "
+            "(at most 128, starting with a letter or digit; no '/', '..' or spaces)"
+        )
+    return None
 
 
 @dataclass(frozen=True)
@@ -63,6 +88,7 @@ class ManifestRow:
     lesion_mm: tuple[float, float, float] | None = None
     lesion_voi: Path | None = None
     truth_lesion_mm: tuple[float, float, float] | None = None
+    series_uid: str | None = None
 
     def where(self, column: str | None = None) -> str:
         """``line N (subject S), column C`` for error messages."""
@@ -156,8 +182,8 @@ def read_manifest(
     rows: list[ManifestRow] = []
     for line, rec in enumerate(raw, start=2):  # line 1 is the header
         subject = rec["subject"]
-        if not subject:
-            problems.append(f"line {line}: empty subject")
+        if (problem := subject_problem(subject)) is not None:
+            problems.append(f"line {line}: {problem}")
         label_text = rec["label"]
         if label_text not in ("0", "1", "0.0", "1.0"):
             problems.append(f"line {line} ({subject}): label {label_text!r} is not 0 (TRC) or 1 (recurrence)")
@@ -195,6 +221,11 @@ def read_manifest(
                 truth = parse_point_mm(text)
             except ValueError:
                 truth = None  # ground truth for a report figure only: never blocks training
+        series_uid = rec.get(SERIES_UID_COLUMN, "") or None
+        if series_uid is not None and not _SERIES_UID_PATTERN.fullmatch(series_uid):
+            problems.append(
+                f"line {line} ({subject}): column {SERIES_UID_COLUMN}: {series_uid!r} is not a DICOM UID"
+            )
         voi_text = rec.get(READER_VOI_COLUMN, "")
         voi = None
         if voi_text:
@@ -213,6 +244,7 @@ def read_manifest(
                 lesion_mm=point,
                 lesion_voi=voi,
                 truth_lesion_mm=truth,
+                series_uid=series_uid,
             )
         )
     dupes = sorted(s for s, n in Counter(r.subject for r in rows).items() if n > 1)
