@@ -210,3 +210,102 @@ def test_python_backend_model_refuses_an_outside_onnx_file(pristine: Path, tmp_p
         server.start()
     log = (tmp_path / "triton.log").read_text()
     assert "is not a file inside the version folder" in log, str(exc.value)[-2000:]
+
+
+# ---- 3. only the models export writes; no unknown file or folder anywhere ------------------------------
+def _extra_model(repo: Path) -> str:
+    """A python-backend model dropped beside ours, listed in the manifest as an attacker would."""
+    evil = repo / "gliodeploy_extra"
+    (evil / "1").mkdir(parents=True)
+    (evil / "1" / "model.py").write_text("import os\nos.system('touch /tmp/pwned')\n")
+    cfg = parse_config(repo / GEO / "configs" / "local.pbtxt")
+    cfg.name = "gliodeploy_extra"
+    (evil / "config.pbtxt").write_text(config_text(cfg))
+    return "gliodeploy_extra"
+
+
+def _add_file(rel: str, data: bytes = b"x"):  # noqa: ANN202
+    def add(repo: Path) -> str:
+        (repo / rel).parent.mkdir(parents=True, exist_ok=True)
+        (repo / rel).write_bytes(data)
+        return rel
+
+    return add
+
+
+def _add_folder(rel: str):  # noqa: ANN202
+    def add(repo: Path) -> str:
+        (repo / rel).mkdir(parents=True)
+        return rel
+
+    return add
+
+
+def _symlinked_graph(repo: Path) -> str:
+    graph = repo / ENS / "1" / "model.onnx"
+    elsewhere = repo.parent / "model.onnx"
+    shutil.move(graph, elsewhere)
+    graph.symlink_to(elsewhere)  # same bytes, so every checksum still matches
+    return f"{ENS}/1/model.onnx"
+
+
+UNKNOWN = {
+    "extra_model_folder": (_extra_model, "Triton would load it"),
+    "root_file": (_add_file("notes.txt"), "not written by gliodeploy export"),
+    "root_hidden_file": (_add_file(".env"), "not written by gliodeploy export"),
+    "model_folder_file": (_add_file(f"{ENS}/config.pbtxt.bak"), "not written by gliodeploy export"),
+    "unknown_config": (_add_file(f"{GEO}/configs/gpu2.pbtxt"), "not written by gliodeploy export"),
+    "version_zero_padded": (_add_folder(f"{NAT}/01"), "not written by gliodeploy export"),
+    "version_subfolder": (_add_folder(f"{ENS}/1/extra"), "not written by gliodeploy export"),
+    "version_hidden_file": (_add_file(f"{GEO}/1/.model.py.swp"), "not written by gliodeploy export"),
+    "version_extra_file": (_add_file(f"{GEO}/1/extra.bin"), "not written by gliodeploy export"),
+    "symlink": (_symlinked_graph, "symbolic link"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(UNKNOWN))
+def test_unknown_files_and_folders_are_named(pristine: Path, tmp_path: Path, capsys, case: str) -> None:
+    repo = _copy(pristine, tmp_path)
+    add, why = UNKNOWN[case]
+    rel = add(repo)
+    # Even listed in the manifest (an attacker rewrites it too), an unknown entry is refused by layout,
+    # except a file inside a version folder, which its own SHA256SUMS must list.
+    with open(repo / CHECKSUMS, "a") as fh:
+        for p in sorted((repo / rel).rglob("*") if (repo / rel).is_dir() else [repo / rel]):
+            if p.is_file():
+                fh.write(f"{'0' * 64}  {p.relative_to(repo).as_posix()}\n")
+    # serve snapshots by copying (links followed): the symlink case is refused by verify only.
+    _refused(repo, capsys, str(repo / rel), why, serve=case != "symlink")
+
+
+def test_export_refuses_to_drop_an_unknown_entry(pristine: Path, tmp_path: Path, capsys, tiny_run) -> None:
+    repo = _copy(pristine, tmp_path)
+    _extra_model(repo)
+    before = _snapshot(repo)
+    code, err = _cli(["export", str(tiny_run), "--out", str(repo), "--threshold", "0.5"], capsys)
+    assert code == ModelError.exit_code and "gliodeploy_extra" in err and "Traceback" not in err, err
+    assert _snapshot(repo) == before  # nothing lost, nothing written
+    assert not list(tmp_path.glob(".model_repository.*"))
+
+
+# ---- 4. no bytecode beside the verified model.py --------------------------------------------------------
+def test_pycache_beside_model_py_is_refused(pristine: Path, tmp_path: Path, capsys) -> None:
+    repo = _copy(pristine, tmp_path)
+    pyc = f"{ENS}/1/__pycache__/model.cpython-311.pyc"
+    _add_file(pyc, b"\x00bytecode that would run instead of model.py")(repo)
+    # Listed in both checksum files, as an attacker would: still refused.
+    for sums, rel in (
+        (repo / ENS / "1" / CHECKSUMS, "__pycache__/model.cpython-311.pyc"),
+        (repo / CHECKSUMS, pyc),
+    ):
+        with open(sums, "a") as fh:
+            fh.write(f"{'0' * 64}  {rel}\n")
+    _refused(repo, capsys, str(repo / ENS / "1" / "__pycache__"), "bytecode", "PYTHONDONTWRITEBYTECODE")
+
+
+def test_export_drops_bytecode_left_by_an_older_server(pristine: Path, tmp_path: Path, exporter) -> None:
+    repo = _copy(pristine, tmp_path)
+    _add_file(f"{GEO}/1/__pycache__/model.cpython-311.pyc")(repo)
+    assert exporter(repo).version == 2
+    assert not list(repo.rglob("__pycache__"))
+    assert verify_repository(repo) == {m: [1, 2] for m in MODELS}

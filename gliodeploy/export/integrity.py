@@ -260,10 +260,15 @@ def verify_version(
     present = set(tree_files(folder, exclude)) - {CHECKSUMS}
     missing = sorted(set(expected) - present)
     if missing:
-        raise ModelError(f"{folder}: file(s) missing: {', '.join(missing)}")
+        raise ModelError(
+            f"file(s) listed in {sums_file} are missing: {', '.join(str(folder / n) for n in missing)}"
+        )
     extra = sorted(present - set(expected))
     if extra:
-        raise ModelError(f"{folder}: file(s) not in {CHECKSUMS}: {', '.join(extra)}")
+        raise ModelError(
+            f"file(s) not in {sums_file} (not written by gliodeploy export: remove them): "
+            + ", ".join(str(folder / n) for n in extra)
+        )
     actual = {}
     for name in [*sorted(expected), CHECKSUMS]:
         actual[name] = digests[name] if digests is not None else sha256(folder / name)
@@ -275,11 +280,14 @@ def verify_version(
 def _compare_manifest(repo: Path, manifest: dict[str, str], digests: dict[str, str]) -> None:
     missing = sorted(set(manifest) - set(digests))
     if missing:
-        raise ModelError(f"{repo}: file(s) listed in {CHECKSUMS} are missing: {', '.join(missing)}")
+        raise ModelError(
+            f"file(s) listed in {repo / CHECKSUMS} are missing: {', '.join(str(repo / n) for n in missing)}"
+        )
     extra = sorted(set(digests) - set(manifest))
     if extra:
         raise ModelError(
-            f"{repo}: file(s) not in {CHECKSUMS} (not written by gliodeploy export): {', '.join(extra)}"
+            f"file(s) not in {repo / CHECKSUMS} (not written by gliodeploy export: remove them): "
+            + ", ".join(str(repo / n) for n in extra)
         )
     for name in sorted(manifest):
         if digests[name] == manifest[name]:
@@ -323,14 +331,14 @@ def verify_repository(repo: str | os.PathLike[str]) -> dict[str, list[int]]:
         out[model] = found
     check_published_parameters(repo, configs, max(out[ENSEMBLE]))
     digests = {name: sha256(repo / name) for name in tree_files(repo) if name != CHECKSUMS}
-    _compare_manifest(repo, manifest, digests)
-    for model, found in out.items():
+    for model, found in out.items():  # first: a version's own SHA256SUMS names an extra file best
         for v in found:
             prefix = f"{model}/{v}/"
             verify_version(
                 repo / model / str(v),
                 {k[len(prefix) :]: d for k, d in digests.items() if k.startswith(prefix)},
             )
+    _compare_manifest(repo, manifest, digests)
     return out
 
 
