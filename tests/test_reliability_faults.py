@@ -105,14 +105,13 @@ def test_sigkill_during_export_leaves_no_version(
     snapshot = {p.relative_to(repo): p.read_bytes() for p in repo.rglob("*") if p.is_file()}
     log = tmp_path / "export.log"
     job = _popen([*CLI, "export", str(tiny_run), "--out", str(repo), "--threshold", "0.5"], log)
-    # Kill once the export has started writing into the repository (its staging area appears).
-    _wait_for(lambda: len(list(repo.iterdir())) > len(before) or _staged(repo), job, 120, log)
+    # Kill once the export has started building the next repository state (its staging folder, beside
+    # the repository, holds the new version's folders).
+    _wait_for(lambda: _staged(repo), job, 120, log)
     _kill(job)
     assert _versions(repo) == before  # no half-written version 2
-    # At worst the hidden staging folder stays behind (SIGKILL skips the cleanup).
-    assert all(p.name.startswith(".staging-") for p in repo.iterdir() if p.name not in before)
-    for rel, data in snapshot.items():
-        assert (repo / rel).read_bytes() == data  # version 1 untouched
+    # The repository is exactly as it was; at worst the staging folder stays beside it (SIGKILL).
+    assert {p.relative_to(repo): p.read_bytes() for p in repo.rglob("*") if p.is_file()} == snapshot
     verify = [*CLI, "verify", str(repo)]
     proc = subprocess.run(verify, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
@@ -125,13 +124,13 @@ def test_sigkill_during_export_leaves_no_version(
     assert proc.returncode == 0 and "exported version 2" in proc.stdout, proc.stderr
     assert all(v == ["1", "2"] for v in _versions(repo).values()), _versions(repo)
     # The killed export's staging folder is gone: a model server only ever sees finished models.
-    assert not list(repo.glob(".staging-*"))
+    assert not list(repo.parent.glob(f".{repo.name}.staging-*"))
     assert subprocess.run(verify, capture_output=True, text=True, timeout=120).returncode == 0
 
 
 def _staged(repo: Path) -> bool:
-    """True once anything not present in a finished repository shows up (staging folders/files)."""
-    return any(p.name.startswith(".") or "stag" in p.name for p in repo.rglob("*"))
+    """True once an export's staging folder beside ``repo`` holds a new version folder."""
+    return any(p.is_dir() for p in repo.parent.glob(f".{repo.name}.staging-*/*/2"))
 
 
 class _WriteMarker:

@@ -7,8 +7,11 @@ The repositories are copies of one export made here (``pristine``), never served
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -309,3 +312,118 @@ def test_export_drops_bytecode_left_by_an_older_server(pristine: Path, tmp_path:
     assert exporter(repo).version == 2
     assert not list(repo.rglob("__pycache__"))
     assert verify_repository(repo) == {m: [1, 2] for m in MODELS}
+
+
+# ---- 5. one export appears whole or not at all ------------------------------------------------------------
+class _Crash(BaseException):
+    """What a kill at that instant would leave, minus the kill (the staging cleanup still runs)."""
+
+
+def _crash(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+    raise _Crash
+
+
+def _leftovers(repo: Path) -> list[Path]:
+    return sorted(repo.parent.glob(f".{repo.name}.*"))
+
+
+@pytest.mark.parametrize("step", ["link_versions", "write_manifest", "fsync_tree", "exchange"])
+def test_crash_before_the_swap_leaves_exactly_the_old_repository(
+    pristine: Path, tmp_path: Path, monkeypatch, capsys, exporter, step: str
+) -> None:
+    repo = _copy(pristine, tmp_path)
+    before = _snapshot(repo)
+    monkeypatch.setattr(f"gliodeploy.export.publish.{step}", _crash)
+    with pytest.raises(_Crash):
+        exporter(repo)
+    assert _snapshot(repo) == before and not _leftovers(repo)
+    assert _cli(["verify", str(repo)], capsys)[0] == 0
+
+
+def test_fallback_swap_without_rename_exchange(
+    pristine: Path, tmp_path: Path, monkeypatch, capsys, exporter
+) -> None:
+    """File systems without RENAME_EXCHANGE: two renames; a crash between them is repaired (rolled back)."""
+    repo = _copy(pristine, tmp_path)
+    before = _snapshot(repo)
+    monkeypatch.setattr("gliodeploy.export.publish.exchange", lambda a, b: False)
+    monkeypatch.setattr("gliodeploy.export.publish.move_into_place", _crash)
+    with pytest.raises(_Crash):
+        exporter(repo)
+    assert not repo.exists()  # the instant between the two renames
+    code, err = _cli(["verify", str(repo)], capsys)
+    assert code == ModelError.exit_code and "interrupted while swapping" in err and "rename" in err, err
+    monkeypatch.setattr("gliodeploy.export.publish.move_into_place", os.rename)
+    assert exporter(repo).version == 2  # the old state is put back first, then the export proceeds
+    assert verify_repository(repo) == {m: [1, 2] for m in MODELS} and not _leftovers(repo)
+    assert _snapshot(repo / ENS / "1") == {
+        k[len(f"{ENS}/1/") :]: v for k, v in before.items() if k.startswith(f"{ENS}/1/")
+    }
+
+
+def test_sigkill_right_after_the_swap(pristine: Path, tmp_path: Path, tiny_run: Path, exporter) -> None:
+    """A real SIGKILL (no cleanup at all) between the swap and the removal of the old state."""
+    repo = _copy(pristine, tmp_path)
+    script = (
+        "import os, signal, sys\n"
+        "import gliodeploy.export.publish as publish\n"
+        "publish.remove_old_state = lambda old: os.kill(os.getpid(), signal.SIGKILL)\n"
+        "from gliodeploy.export.pipeline import export_run\n"
+        "export_run(sys.argv[1], sys.argv[2], threshold=0.5)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script, str(tiny_run), str(repo)], capture_output=True, timeout=300
+    )
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    assert verify_repository(repo) == {m: [1, 2] for m in MODELS}  # exactly the new state
+    stale = _leftovers(repo)
+    assert len(stale) == 1 and verify_repository(stale[0]) == {m: [1] for m in MODELS}  # the old state
+    assert exporter(repo).version == 3  # the next export removes the stale state
+    assert not _leftovers(repo) and verify_repository(repo) == {m: [1, 2, 3] for m in MODELS}
+
+
+def test_concurrent_export_is_refused(pristine: Path, tmp_path: Path, capsys, tiny_run: Path) -> None:
+    from gliodeploy.export.publish import RepositoryUpdate
+
+    repo = _copy(pristine, tmp_path)
+    before = _snapshot(repo)
+    with RepositoryUpdate(repo):  # another export is building the next state
+        code, err = _cli(["export", str(tiny_run), "--out", str(repo), "--threshold", "0.5"], capsys)
+    assert code == ModelError.exit_code and "another gliodeploy export" in err, err
+    assert _snapshot(repo) == before and not _leftovers(repo)
+
+
+# ---- 6. a staging folder left inside a repository --------------------------------------------------------
+def test_leftover_staging_folder_is_reported_and_cleaned(
+    pristine: Path, tmp_path: Path, capsys, exporter
+) -> None:
+    repo = _copy(pristine, tmp_path)
+    dead = _dead_pid()
+    staging = repo / f".staging-{dead}-abc123"
+    shutil.copytree(repo / GEO, staging / GEO)  # what an export before the manifest left on SIGKILL
+    _refused(repo, capsys, f"{staging}:", "interrupted export", "remove it or re-run export")
+    assert exporter(repo).version == 2
+    assert not staging.exists() and verify_repository(repo) == {m: [1, 2] for m in MODELS}
+
+
+def test_staging_folder_of_a_running_export_is_left_alone(
+    pristine: Path, tmp_path: Path, capsys, tiny_run: Path
+) -> None:
+    repo = _copy(pristine, tmp_path)
+    live = subprocess.Popen(["sleep", "60"])
+    try:
+        (repo / f".staging-{live.pid}-abc123").mkdir()
+        before = _snapshot(repo)
+        code, err = _cli(["export", str(tiny_run), "--out", str(repo), "--threshold", "0.5"], capsys)
+        assert code == ModelError.exit_code and f"process {live.pid}" in err, err
+        assert (repo / f".staging-{live.pid}-abc123").is_dir() and _snapshot(repo) == before
+    finally:
+        live.kill()
+        live.wait()
+
+
+def _dead_pid() -> int:
+    """The pid of a process that has exited (and been reaped)."""
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
