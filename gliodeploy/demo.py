@@ -1,8 +1,8 @@
 """``gliodeploy demo``: the whole mission on the embedded synthetic cohort, in one command.
 
 synthetic cohort -> cross-validated training -> evaluation report (CNN vs TBR baseline) -> Grad-CAM of one
-scan -> export to a Triton model repository -> real Triton server -> ``gliodeploy-client predict`` on the
-external-site scans -> summary of every artefact -> server stopped.
+scan -> export to a Triton model repository -> ``gliodeploy verify`` -> real Triton server ->
+``gliodeploy-client predict`` on the external-site scans -> summary of every artefact -> server stopped.
 
 Each step runs the same command a user would type (printed before it runs), in a child process, so the
 demo doubles as a worked example and a failure points at one command. The server is started in-process
@@ -78,6 +78,18 @@ def _client(*args: str) -> list[str]:
 
 def _default_config() -> Path:
     return _REPO_ROOT / "training" / "demo.toml"
+
+
+def verify_before_serving(repo: Path) -> dict[str, list[int]]:
+    """``gliodeploy verify REPO`` (printed as a user would type it): the demo serves only a repository
+    whose every file matches its checksums and holds nothing export did not write (ModelError otherwise)."""
+    from gliodeploy.export.modelcard import verify_repository
+
+    typer.echo(f"$ gliodeploy verify {shlex.quote(str(repo))}")
+    found = verify_repository(repo)
+    for model, versions in found.items():
+        typer.echo(f"    {model}: versions {', '.join(map(str, versions))} OK")
+    return found
 
 
 def _read_manifest(path: Path) -> list[dict[str, str]]:
@@ -251,6 +263,7 @@ def demo(
     )
 
     typer.secho(f"\n[6/{steps.total}] Start the Triton server (bundled binary, 127.0.0.1 only)", bold=True)
+    verify_before_serving(repo)
     t0 = time.perf_counter()
     scans = [str((manifest.parent / r["image"]).resolve()) for r in test_rows]
     with TritonServer(repo, log_file=out / "tritonserver.log") as server:

@@ -427,3 +427,36 @@ def _dead_pid() -> int:
     proc = subprocess.Popen(["true"])
     proc.wait()
     return proc.pid
+
+
+# ---- 7. the demo and the Docker path verify what they serve ------------------------------------------------
+def test_demo_verifies_the_repository_before_serving(pristine: Path, tmp_path: Path, capsys) -> None:
+    from gliodeploy.demo import verify_before_serving
+
+    repo = _copy(pristine, tmp_path)
+    assert verify_before_serving(repo) == {m: [1] for m in MODELS}
+    assert f"$ gliodeploy verify {repo}" in capsys.readouterr().out
+    _extra_model(repo)
+    with pytest.raises(ModelError, match="gliodeploy_extra"):
+        verify_before_serving(repo)
+
+
+DOCKER = Path(__file__).resolve().parents[1] / "docker"
+
+
+def test_compose_verifies_before_triton_starts() -> None:
+    import yaml
+
+    services = yaml.safe_load((DOCKER / "compose.yaml").read_text())["services"]
+    verify, triton = services["verify"], services["triton"]
+    assert verify["command"] == ["gliodeploy", "verify", "/models"]
+    assert triton["depends_on"]["verify"]["condition"] == "service_completed_successfully"
+    assert verify["volumes"] == triton["volumes"] == ["../model_repository:/models:ro"]  # the same bytes
+    assert verify["image"] == triton["image"] and verify.get("restart") == "no"
+    assert "--model-repository=/models" in triton["command"]
+    dockerfile = (DOCKER / "Dockerfile.triton").read_text()
+    assert "[client]" in dockerfile  # tritonclient's ModelConfig protobuf, which verify parses configs with
+    assert "RUN gliodeploy verify /models" in dockerfile
+    cmd = next(line for line in dockerfile.splitlines() if line.startswith("CMD"))
+    assert cmd.index("gliodeploy verify /models &&") < cmd.index("exec tritonserver")
+    assert "service_completed_successfully" in (DOCKER / "README.md").read_text()
