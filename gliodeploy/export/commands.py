@@ -39,7 +39,8 @@ def export(
     model card and SHA256SUMS. The decision threshold is the run's operating point, chosen by
     `gliodeploy evaluate` on the out-of-fold predictions (or --threshold). The exported graph is
     checked against PyTorch on synthetic scans; the export fails if they differ. Existing versions
-    are never modified.
+    are never modified; the new state (all models and configurations) is built beside the repository
+    and swapped in at once, so an interrupted export leaves the repository as it was.
     """
     import dataclasses
 
@@ -68,9 +69,13 @@ def export(
 def verify(
     repository: Path = typer.Argument(..., help="Triton model repository written by `gliodeploy export`."),
 ) -> None:
-    """Check every configuration parses and every file matches its version's SHA256SUMS.
+    """Check every file Triton loads or a client trusts against the repository's checksums.
 
-    Exits non-zero naming the first missing, extra or modified file.
+    Every config.pbtxt and configs/*.pbtxt and every version file must match the root SHA256SUMS (and
+    its version's own); nothing export did not write may be there (extra model folder, stray file,
+    __pycache__, symlink, staging folder); configurations parse, file parameters stay inside their
+    version folder, and the published threshold/preprocessing equal the version's metadata. Exits
+    non-zero naming the first problem.
     """
     from gliodeploy.export.modelcard import verify_repository
 
