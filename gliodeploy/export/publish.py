@@ -173,7 +173,10 @@ def kept_versions(target: Path) -> dict[str, dict[int, dict[str, str]]]:
         return {}
     if not target.is_dir():
         raise ModelError(f"{target} exists and is not a folder: choose another --out")
-    dropped = check_layout(target, for_export=True)
+    try:
+        dropped = check_layout(target, for_export=True)
+    except ModelError as exc:  # never delete what export did not write: say so and stop
+        raise ModelError(f"cannot export into {target}: {exc}") from None
     for path in dropped:
         pid = path.name[len(LEGACY_STAGING_PREFIX) :].split("-")[0]
         if path.parent == target and pid.isdigit() and _process_alive(int(pid)):
