@@ -152,6 +152,12 @@ def test_single_bad_scan_exits_with_its_own_code(repo: Path, corrupt: Path) -> N
     assert proc.returncode == 2 and proc.stderr.strip().startswith("error:") and "no such file" in proc.stderr
 
 
+def test_series_uid_reaches_the_dicom_reader(repo: Path, scans: list[Path]) -> None:
+    dicom = next(s for s in scans if s.is_dir())
+    proc = _cli("predict", str(repo), str(dicom), "--series-uid", "1.2.3.4", "-q")
+    assert proc.returncode == 2 and "no series 1.2.3.4" in proc.stdout and "Traceback" not in proc.stderr
+
+
 def test_unverifiable_repository_and_wrong_version_refused(repo: Path, corrupt: Path, tmp_path: Path) -> None:
     edited = tmp_path / "repo"
     shutil.copytree(repo, edited)
