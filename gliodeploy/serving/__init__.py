@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from gliodeploy.serving.server import TritonServer, find_tritonserver
+from gliodeploy.serving.server import ServerStopRequested, TritonServer, find_tritonserver
 
-__all__ = ["TritonServer", "find_tritonserver"]
+__all__ = ["ServerStopRequested", "TritonServer", "find_tritonserver"]

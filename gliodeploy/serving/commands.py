@@ -1,4 +1,4 @@
-"""``gliodeploy serve``: the bundled Triton server on a model repository, until Ctrl-C."""
+"""``gliodeploy serve``: the bundled Triton server on a verified snapshot of a model repository."""
 
 from __future__ import annotations
 
@@ -21,21 +21,39 @@ def serve(
     ),
     metrics: bool = typer.Option(False, "--metrics", help="Expose Prometheus metrics."),
     startup_timeout: float = typer.Option(120.0, "--startup-timeout", help="Seconds to wait for readiness."),
+    log_file: Path = typer.Option(
+        None, "--log-file", help="Keep the server log in this file (appended); by default it is removed."
+    ),
+    allow_admin_api: bool = typer.Option(
+        False,
+        "--allow-admin-api",
+        help="Expose Triton's full API (model load/unload, repository index, shared-memory registration, "
+        "statistics, trace and log settings) to everyone who reaches the ports. Default: health, "
+        "metadata, model configuration and inference only.",
+    ),
+    exit_timeout: int = typer.Option(
+        3, "--exit-timeout", min=0, help="Seconds in-flight requests get to finish when stopping."
+    ),
 ) -> None:
-    """Verify REPOSITORY, then serve it with the Triton server bundled in nvidia-pytriton until Ctrl-C.
+    """Verify REPOSITORY, then serve it with the Triton server bundled in nvidia-pytriton until stopped.
 
-    The bundled server has the python backend only, hence the `local` configurations (ONNX Runtime
-    on CPU inside Triton). On a GPU host use NVIDIA's Triton container instead (docker/README.md).
+    What is served is exactly what was verified: the repository is copied into a private temporary
+    folder, the copy is verified (checksums, configurations) and served with explicit model loading;
+    later edits of REPOSITORY do not reach the server. Ctrl-C, SIGTERM or SIGHUP stop it within a few
+    seconds and remove the copy, its log and shared memory; the exit code is then 0 (also when the stop
+    comes before the server was ready). If the server itself fails, its log tail is printed and the
+    exit code is 5. The bundled server has the python backend only, hence the `local` configurations
+    (ONNX Runtime on CPU inside Triton). On a GPU host use NVIDIA's Triton container (docker/README.md).
     """
     import signal
+    import time
 
     from rich.console import Console
 
+    from gliodeploy.errors import ServerError
     from gliodeploy.export.modelcard import verify_repository
-    from gliodeploy.serving.server import TritonServer
+    from gliodeploy.serving.server import ServerStopRequested, TritonServer
 
-    verify_repository(repository)
-    console = Console(stderr=True)
     server = TritonServer(
         repository,
         http_port=http_port,
@@ -44,20 +62,56 @@ def serve(
         metrics=metrics,
         model_config_name=None if config_name == "gpu" else config_name,
         startup_timeout=startup_timeout,
+        log_file=log_file,
+        snapshot=True,
+        verify=verify_repository,
+        admin_api=allow_admin_api,
+        exit_timeout=exit_timeout,
     )
-    with console.status("starting tritonserver..."):
-        server.start()
+    received: list[int] = []
+
+    def on_signal(signum: int, _frame: object) -> None:
+        received.append(signum)
+        server.request_stop()  # only a flag: the main loop stops the server
+
+    # Installed before anything is spawned: a signal during startup must not orphan a tritonserver.
+    handled = [signal.SIGTERM, signal.SIGINT, signal.SIGHUP]
+    previous = {sig: signal.signal(sig, on_signal) for sig in handled}
     try:
-        console.print(
-            f"serving {repository}: HTTP {server.http_url}  gRPC {server.grpc_url}  (Ctrl-C to stop)"
+        if allow_admin_api:
+            typer.echo(
+                f"warning: --allow-admin-api: anyone who reaches {host} ports {http_port}/{grpc_port} can "
+                "load and unload models, register shared memory and change log settings",
+                err=True,
+            )
+        try:
+            with Console(stderr=True).status("verifying a private copy and starting tritonserver..."):
+                server.start()
+        except ServerStopRequested:
+            typer.echo(f"stopped ({_signal_name(received)}) before the server was ready", err=True)
+            return
+        typer.echo(
+            f"serving a verified copy of {repository}: HTTP {server.http_url}  gRPC {server.grpc_url}"
+            f"  (API: {'full' if allow_admin_api else 'inference, health, metadata'}; Ctrl-C to stop)",
+            err=True,
         )
         if server.metrics_url:
-            console.print(f"metrics: {server.metrics_url}")
-        signal.signal(signal.SIGTERM, lambda *_: server.stop())
+            typer.echo(f"metrics: {server.metrics_url}", err=True)
         code = server.wait()
-        if code not in (0, -signal.SIGINT):
-            console.print(f"tritonserver exited with code {code}:\n{server.log_tail()}")
-    except KeyboardInterrupt:
-        pass
+        if code is None:
+            t0 = time.monotonic()
+            server.stop()
+            typer.echo(f"stopped ({_signal_name(received)}) in {time.monotonic() - t0:.1f} s", err=True)
+            return
+        typer.echo(f"tritonserver log (last lines):\n{server.log_tail()}", err=True)
+        raise ServerError(f"tritonserver exited unexpectedly with code {code}")
     finally:
         server.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _signal_name(received: list[int]) -> str:
+    import signal
+
+    return signal.Signals(received[0]).name if received else "stop requested"

@@ -10,12 +10,32 @@ Facts this module relies on (docs: /work/shared/notes/dependencies.md):
   and this interpreter's ``bin/`` must come first on ``PATH`` so models import our packages;
 * a stub that cannot start leaves the server "loading" forever: startup has a deadline and a
   failed start kills the whole process group and removes its ``/dev/shm`` regions.
+
+Lifecycle guarantees (``gliodeploy serve`` relies on them):
+
+* nothing outlives this process: the server gets ``PR_SET_PDEATHSIG`` (SIGKILL when the thread that
+  started it dies, even by SIGKILL), and a tiny stdlib-only *janitor* process, started first, holds
+  the read end of a pipe; when this process dies without a clean :meth:`TritonServer.stop` the pipe
+  closes and the janitor kills the server's process group (backend stubs included), removes its
+  ``/dev/shm`` regions and the private temporary folder;
+* :meth:`TritonServer.stop` is quick: SIGINT (Triton unloads the models, bounded by
+  ``--exit-timeout-secs``), then SIGKILL of the process group; the temporary folder (backends,
+  snapshot, log unless a ``log_file`` was given) is removed;
+* by default (``snapshot=True``) the repository is copied into that private (0700) folder, the *copy*
+  is verified (``verify``) and served with explicit model loading (no polling): later edits of the
+  original cannot change what is served (no time-of-check/time-of-use gap), and the server never
+  writes into the user's repository (the python backend writes ``__pycache__`` beside ``model.py``
+  whatever ``PYTHONDONTWRITEBYTECODE`` says). The copy follows symlinks and lives in ``$TMPDIR``;
+* with ``admin_api=False`` only health, metadata, model configuration and inference are reachable;
+  the other API groups are locked behind a header value no client can send.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -23,17 +43,69 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
-from gliodeploy.errors import ServerError
+from gliodeploy.errors import GliodeployError, ServerError
 
 _SHM_DIR = Path("/dev/shm")
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+# API groups a plain user of the model never needs: model load/unload and repository index, shared-memory
+# registration, statistics, tracing and log settings. Health, metadata, model configuration (the client
+# reads its decision parameters there) and inference stay open.
+RESTRICTED_APIS = ("model-repository", "shared-memory", "statistics", "trace", "logging")
+ADMIN_HEADER = "gliodeploy-admin-api"
+
+# The janitor: stdlib only and run with ``-I -S`` so it starts in milliseconds whatever the environment.
+# It reads "pgid <n>" and "done" lines on stdin; EOF without "done" means its parent died uncleanly.
+_JANITOR = r"""
+import os, shutil, signal, sys, time
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+tmp, prefix, pgid, buf = sys.argv[1], sys.argv[2], 0, b""
+while True:
+    chunk = os.read(0, 256)
+    if not chunk:
+        break
+    buf += chunk
+    *lines, buf = buf.split(b"\n")
+    for line in lines:
+        if line == b"done":
+            sys.exit(0)
+        if line.startswith(b"pgid "):
+            pgid = int(line[5:])
+if pgid:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except OSError:
+        pass
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except OSError:
+            break
+        time.sleep(0.05)
+if os.path.isdir("/dev/shm"):
+    for name in os.listdir("/dev/shm"):
+        if name.startswith(prefix):
+            try:
+                os.unlink(os.path.join("/dev/shm", name))
+            except OSError:
+                pass
+shutil.rmtree(tmp, ignore_errors=True)
+"""
+
+
+class ServerStopRequested(ServerError):
+    """:meth:`TritonServer.request_stop` was called (a signal) before the server was ready."""
 
 
 @dataclass(frozen=True)
@@ -77,6 +149,27 @@ def _url_host(host: str) -> str:
     return "127.0.0.1" if host in ("0.0.0.0", "") else host
 
 
+def _libc() -> Any:
+    """The C library (for prctl), or None where there is no PR_SET_PDEATHSIG (not Linux)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL(None, use_errno=True)
+    except OSError:
+        return None
+
+
+def _die_with_parent(parent_pid: int, libc: Any) -> Callable[[], None]:
+    """A ``preexec_fn``: the child gets SIGKILL when its parent (thread) dies, even by SIGKILL."""
+
+    def setup() -> None:
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent_pid:  # the parent died between fork and prctl
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return setup
+
+
 class TritonServer:
     """The bundled Triton server serving ``repo``, as a context manager.
 
@@ -86,6 +179,13 @@ class TritonServer:
     Ports default to free loopback ports; ``host`` defaults to loopback (nothing listens on the
     network unless asked). ``model_config_name`` selects ``configs/<name>.pbtxt`` in each model
     folder (``local`` = python backend, the only kind this binary can run).
+
+    ``snapshot=True`` (default) serves a private copy of ``repo`` (see the module docstring); ``verify`` is
+    called on what will be served (the copy, with a snapshot) before the server starts, and when it
+    returns a mapping its keys are the models loaded explicitly (``--model-control-mode=explicit``).
+    ``admin_api=False`` restricts the API to health, metadata, model configuration and inference; the
+    library default keeps the full API (tests and benchmarks read statistics), ``gliodeploy serve``
+    restricts it. ``exit_timeout`` bounds Triton's graceful shutdown (``--exit-timeout-secs``).
     """
 
     def __init__(
@@ -100,6 +200,10 @@ class TritonServer:
         startup_timeout: float = 60.0,
         log_file: str | os.PathLike[str] | None = None,
         verbose: bool = False,
+        snapshot: bool = True,
+        verify: Callable[[Path], object] | None = None,
+        admin_api: bool = True,
+        exit_timeout: int = 3,
     ) -> None:
         self.repo = Path(repo).resolve()
         if not self.repo.is_dir():
@@ -111,12 +215,26 @@ class TritonServer:
         self.model_config_name = model_config_name
         self.startup_timeout = startup_timeout
         self.verbose = verbose
-        self._log_path = Path(log_file) if log_file else None
+        self.snapshot = snapshot
+        self.verify = verify
+        self.admin_api = admin_api
+        self.exit_timeout = max(0, int(exit_timeout))
+        self.load_models: list[str] | None = None
+        self._user_log = Path(log_file).resolve() if log_file else None
+        self._log_path = self._user_log
+        self._final_tail: str | None = None
         self._tmp: Path | None = None
+        self._served: Path | None = None
         self._log_fh = None
+        self._janitor: subprocess.Popen[bytes] | None = None
+        self._janitor_fd: int | None = None
+        self._stop_requested = False
         self.process: subprocess.Popen[bytes] | None = None
         # Unique shared-memory prefix: cleanup removes exactly this server's regions.
         self.shm_prefix = f"triton_python_backend_shm_region_gliodeploy_{uuid.uuid4().hex[:12]}_"
+        # A header value with a line break: no HTTP header or gRPC metadata can carry it, so the locked API
+        # groups stay locked even for a local user who reads it from the command line in /proc.
+        self._lock_value = f"locked\n{secrets.token_hex(16)}"
 
     # -- URLs -----------------------------------------------------------------------------------
     @property
@@ -136,8 +254,18 @@ class TritonServer:
 
     @property
     def log_path(self) -> Path | None:
-        """File receiving the server's stdout/stderr."""
+        """File receiving the server's stdout/stderr (a temporary one is removed by :meth:`stop`)."""
         return self._log_path
+
+    @property
+    def served_repository(self) -> Path:
+        """The folder Triton reads: the private snapshot while one is in use, else ``repo``."""
+        return self._served or self.repo
+
+    @property
+    def temp_dir(self) -> Path | None:
+        """The private temporary folder of a started server (None before start and after stop)."""
+        return self._tmp
 
     # -- lifecycle ------------------------------------------------------------------------------
     def _backend_dir(self, install: TritonInstall, tmp: Path) -> Path:
@@ -157,13 +285,20 @@ class TritonServer:
         )
         env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
         env.setdefault("OMP_NUM_THREADS", "2")
+        # No bytecode from Python processes the server starts. The python backend stub embeds Python with an
+        # isolated configuration that ignores this variable and writes model.py's __pycache__ beside it:
+        # that is one more reason to serve a private snapshot (the default), never the user's folder.
+        env["PYTHONDONTWRITEBYTECODE"] = "1"
+        if self._tmp is not None:  # what the server and its models write to temp dies with it
+            (self._tmp / "tmp").mkdir(exist_ok=True)
+            env["TMPDIR"] = str(self._tmp / "tmp")
         return env
 
     def command(self, install: TritonInstall, backends: Path) -> list[str]:
         """The ``tritonserver`` command line."""
         cmd = [
             str(install.binary),
-            f"--model-repository={self.repo}",
+            f"--model-repository={self.served_repository}",
             f"--backend-directory={backends}",
             f"--backend-config=python,shm-region-prefix-name={self.shm_prefix}",
             f"--http-address={self.host}",
@@ -174,25 +309,63 @@ class TritonServer:
             "--exit-on-error=true",
             "--strict-readiness=true",
             "--disable-auto-complete-config",
+            f"--exit-timeout-secs={self.exit_timeout}",
             f"--log-verbose={1 if self.verbose else 0}",
         ]
         if self.metrics_port:
             cmd += [f"--metrics-address={self.host}", f"--metrics-port={self.metrics_port}"]
         if self.model_config_name:
             cmd.append(f"--model-config-name={self.model_config_name}")
+        if self.load_models is not None:
+            cmd.append("--model-control-mode=explicit")  # exactly the verified models, never a poll
+            cmd += [f"--load-model={name}" for name in self.load_models]
+        if not self.admin_api:
+            lock = f"{','.join(RESTRICTED_APIS)}:{ADMIN_HEADER}={self._lock_value}"
+            cmd += [f"--http-restricted-api={lock}", f"--grpc-restricted-protocol={lock}"]
         return cmd
+
+    def request_stop(self) -> None:
+        """Ask a starting or running server to stop (safe in a signal handler: it only sets a flag).
+
+        :meth:`start` then raises :class:`ServerStopRequested` before or while waiting for readiness and
+        :meth:`wait` returns None; the caller then calls :meth:`stop`.
+        """
+        self._stop_requested = True
+
+    @property
+    def stop_requested(self) -> bool:
+        """True once :meth:`request_stop` was called."""
+        return self._stop_requested
+
+    def _check_stop(self) -> None:
+        if self._stop_requested:
+            raise ServerStopRequested("stop requested while the server was starting")
 
     def start(self) -> TritonServer:
         """Start the server and wait until ``/v2/health/ready``; ServerError (with the log tail) otherwise."""
-        if self.process is not None:
+        if self.process is not None or self._tmp is not None:
             raise ServerError("server already started")
         install = find_tritonserver()
-        self._tmp = Path(tempfile.mkdtemp(prefix="gliodeploy-triton-"))
-        if self._log_path is None:
-            self._log_path = self._tmp / "tritonserver.log"
-        self._log_fh = open(self._log_path, "ab")  # noqa: SIM115 - closed in stop()
-        backends = self._backend_dir(install, self._tmp)
+        self._final_tail = None
         try:
+            self._check_stop()
+            self._tmp = Path(tempfile.mkdtemp(prefix="gliodeploy-triton-"))  # 0700: private
+            self._start_janitor(self._tmp)
+            if self._user_log is None:
+                self._log_path = self._tmp / "tritonserver.log"
+            try:
+                self._log_path.parent.mkdir(parents=True, exist_ok=True)
+                self._log_fh = open(self._log_path, "ab")  # noqa: SIM115 - closed in stop()
+            except OSError as exc:
+                raise ServerError(f"cannot write the server log {self._log_path}: {exc.strerror}") from None
+            if self.snapshot:
+                self._served = self._copy_snapshot(self._tmp / "repository")
+            if self.verify is not None:
+                self._run_verify()
+            backends = self._backend_dir(install, self._tmp)
+            self._check_stop()
+            main = threading.current_thread() is threading.main_thread()
+            libc = _libc() if main else None  # PDEATHSIG follows the thread: only the main thread's is safe
             self.process = subprocess.Popen(
                 self.command(install, backends),
                 stdout=self._log_fh,
@@ -200,12 +373,83 @@ class TritonServer:
                 stdin=subprocess.DEVNULL,
                 env=self._env(install),
                 start_new_session=True,  # own process group: stubs die with the server
+                preexec_fn=_die_with_parent(os.getpid(), libc) if libc is not None else None,
             )
+            self._tell_janitor(f"pgid {self.process.pid}")
             self._wait_ready()
         except BaseException:
             self.stop()
             raise
         return self
+
+    def _start_janitor(self, tmp: Path) -> None:
+        read_fd, write_fd = os.pipe()  # both ends non-inheritable: only the janitor gets the read end
+        try:
+            self._janitor = subprocess.Popen(
+                [sys.executable, "-I", "-S", "-c", _JANITOR, str(tmp), self.shm_prefix],
+                stdin=read_fd,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,  # a Ctrl-C in the terminal is not meant for it
+            )
+        except BaseException:
+            os.close(write_fd)
+            raise
+        finally:
+            os.close(read_fd)
+        self._janitor_fd = write_fd
+
+    def _tell_janitor(self, line: str) -> None:
+        if self._janitor_fd is not None:
+            with contextlib.suppress(OSError):
+                os.write(self._janitor_fd, f"{line}\n".encode())
+
+    def _release_janitor(self) -> None:
+        """Everything is cleaned: dismiss the janitor (it exits without touching anything)."""
+        fd, self._janitor_fd = self._janitor_fd, None
+        janitor, self._janitor = self._janitor, None
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.write(fd, b"done\n")
+            os.close(fd)
+        if janitor is not None:
+            try:
+                janitor.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                janitor.kill()
+                janitor.wait()
+
+    def _copy_snapshot(self, dest: Path) -> Path:
+        def copy(src: str, dst: str) -> object:
+            self._check_stop()  # a stop request during a long copy is honoured between files
+            return shutil.copy2(src, dst)
+
+        try:
+            # Symlinks are followed: the snapshot holds the bytes, not links back to editable files.
+            shutil.copytree(self.repo, dest, copy_function=copy)
+        except shutil.Error as exc:
+            raise ServerError(f"cannot snapshot {self.repo}: {exc.args[0][0][2]}") from None
+        except OSError as exc:
+            raise ServerError(f"cannot snapshot {self.repo} into {dest.parent}: {exc}") from None
+        return dest
+
+    def _run_verify(self) -> None:
+        assert self.verify is not None
+        served = self.served_repository
+        try:
+            result = self.verify(served)
+        except GliodeployError as exc:
+            if served == self.repo:
+                raise
+            # Report the user's paths, not the snapshot's.
+            message = str(exc).replace(str(served), str(self.repo))
+            try:
+                renamed = type(exc)(message)
+            except TypeError:
+                raise exc from None
+            raise renamed from None
+        if isinstance(result, Mapping):
+            self.load_models = sorted(str(name) for name in result)
 
     def _ready(self) -> bool:
         url = f"http://{self.http_url}/v2/health/ready"
@@ -219,6 +463,7 @@ class TritonServer:
         assert self.process is not None
         deadline = time.monotonic() + self.startup_timeout
         while time.monotonic() < deadline:
+            self._check_stop()
             if self.process.poll() is not None:
                 raise ServerError(
                     f"tritonserver exited with code {self.process.returncode} "
@@ -227,16 +472,16 @@ class TritonServer:
                 )
             if self._ready():
                 return
-            time.sleep(0.2)
+            time.sleep(0.1)
         raise ServerError(
             f"tritonserver not ready after {self.startup_timeout:g} s on {self.repo} (killed):\n"
             f"{self.log_tail()}"
         )
 
     def log_tail(self, lines: int = 30) -> str:
-        """Last lines of the server log."""
+        """Last lines of the server log (kept in memory when :meth:`stop` removed a temporary log)."""
         if self._log_path is None or not self._log_path.is_file():
-            return "(no log)"
+            return self._final_tail or "(no log)"
         text = self._log_path.read_text(encoding="utf-8", errors="replace").splitlines()
         return "\n".join(text[-lines:])
 
@@ -244,15 +489,23 @@ class TritonServer:
         """True while the server process is alive."""
         return self.process is not None and self.process.poll() is None
 
-    def stop(self, timeout: float = 15.0) -> None:
-        """SIGINT (Triton's graceful shutdown), then SIGKILL of the process group; clean /dev/shm."""
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop and clean up; idempotent.
+
+        SIGINT to the server (Triton's graceful shutdown: in-flight requests get ``exit_timeout``
+        seconds), then SIGKILL of the process group after ``timeout`` (default ``exit_timeout + 2``);
+        then its ``/dev/shm`` regions and the private temporary folder (backends, snapshot, temporary
+        log) are removed.
+        """
+        timeout = self.exit_timeout + 2.0 if timeout is None else timeout
         proc, self.process = self.process, None
         if proc is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGINT)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=timeout)
-            with contextlib.suppress(ProcessLookupError):
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(proc.pid, signal.SIGINT)  # the server stops its stubs itself
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(timeout=timeout)
+            with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(proc.pid, signal.SIGKILL)  # stubs left behind, if any
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=5)
@@ -263,17 +516,24 @@ class TritonServer:
             with contextlib.suppress(OSError):
                 region.unlink()
         if self._tmp is not None:
-            keep_log = self._log_path is not None and self._tmp in self._log_path.parents
-            if not keep_log:
-                shutil.rmtree(self._tmp, ignore_errors=True)
-            else:  # keep the log readable after stop(); drop the rest
-                shutil.rmtree(self._tmp / "backends", ignore_errors=True)
+            if self._user_log is None:
+                self._final_tail = self.log_tail(50)
+                self._log_path = None
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            self._tmp = None
+            self._served = None
+        self._release_janitor()
 
-    def wait(self) -> int:
-        """Block until the server exits (``gliodeploy serve``); returns its exit code."""
+    def wait(self, poll: float = 0.1) -> int | None:
+        """Block until the server exits (its exit code) or :meth:`request_stop` is called (None)."""
         if self.process is None:
             raise ServerError("server not started")
-        return self.process.wait()
+        while not self._stop_requested:
+            try:
+                return self.process.wait(timeout=poll)
+            except subprocess.TimeoutExpired:
+                continue
+        return None
 
     def __enter__(self) -> TritonServer:
         return self.start()
