@@ -309,3 +309,14 @@ def test_tampered_repository_is_refused_before_anything_listens(
     assert target in line and str(repo) in line  # the user's path, not the snapshot's
     assert port_free(s.http) and port_free(s.grpc)
     assert not list(s.tmpdir.iterdir())  # the snapshot is gone
+
+
+def test_failed_start_prints_the_log_tail_then_cleans_up(repo: Path, tmp_path: Path) -> None:
+    """`cpu` configurations name the onnxruntime backend, absent from the bundled binary: Triton exits."""
+    s = start_serve(repo, tmp_path, "--config-name", "cpu", "--startup-timeout", "60")
+    rc = s.proc.wait(timeout=120)
+    err = s.err()
+    assert rc == 5 and "Traceback" not in err, err
+    assert "error: tritonserver exited with code" in err and "onnxruntime" in err  # the log tail
+    assert port_free(s.http) and port_free(s.grpc)
+    assert not [p for p in s.tmpdir.iterdir() if p.name.startswith("gliodeploy-triton-")]
