@@ -15,6 +15,7 @@ import json
 import subprocess
 import sys
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -36,30 +37,40 @@ FIXED_POINT: dict[str, Any] = {
 }
 
 
-def measure(repo: Path, scans: list[Path], *, workers: int = 2) -> dict[str, Any]:
-    """Wall-clock scans/s of each way of predicting ``scans`` with ``repo`` (one pass each, CPU)."""
+def _infer_all(predictor: OfflinePredictor, grids: list[Any]) -> None:
+    for grid in grids:
+        predictor.infer(grid[None, None])
+
+
+def measure(repo: Path, scans: list[Path], *, workers: int = 2, rounds: int = 2) -> dict[str, Any]:
+    """Wall-clock scans/s of each way of predicting ``scans`` with ``repo`` (CPU).
+
+    The in-process modes run in ``rounds`` interleaved rounds and keep each mode's best pass: on a
+    shared machine the load changes during a run, and interleaving exposes every mode to it alike.
+    """
     predictor = OfflinePredictor(repo, device="cpu")
     predictor.predict_file(scans[0])  # warm-up: first-run allocations of ONNX Runtime, readers' imports
     n = len(scans)
-    rates: dict[str, float] = {}
+    passes: dict[str, list[float]] = {}
 
-    t = time.perf_counter()
-    prepared = [predictor.prepare(s) for s in scans]
-    rates["read + preprocess only"] = n / (time.perf_counter() - t)
-    t = time.perf_counter()
-    for item in prepared:
-        predictor.infer(item.array[None, None])
-    rates["model only (pre-loaded inputs)"] = n / (time.perf_counter() - t)
-    del prepared
-    t = time.perf_counter()
-    for s in scans:
-        predictor.predict_file(s)
-    rates["read, then infer (no overlap)"] = n / (time.perf_counter() - t)
-    t = time.perf_counter()
-    results = predictor.predict_many(scans, workers=workers)
-    rates[f"predict_many (overlapped, {workers} readers)"] = n / (time.perf_counter() - t)
-    if not all(r.ok for r in results):
-        raise SystemExit(f"a scan failed: {next(r for r in results if not r.ok).error}")
+    def timed(name: str, fn: Any) -> Any:
+        t = time.perf_counter()
+        out = fn()
+        passes.setdefault(name, []).append(n / (time.perf_counter() - t))
+        return out
+
+    for _ in range(rounds):
+        grids = timed("read + preprocess only", lambda: [predictor.prepare(s).array for s in scans])
+        timed("model only (pre-loaded inputs)", partial(_infer_all, predictor, grids))
+        del grids
+        timed("read, then infer (no overlap)", lambda: [predictor.predict_file(s) for s in scans])
+        results = timed(
+            f"predict_many (overlapped, {workers} readers)",
+            lambda: predictor.predict_many(scans, workers=workers),
+        )
+        if not all(r.ok for r in results):
+            raise SystemExit(f"a scan failed: {next(r for r in results if not r.ok).error}")
+    rates = {name: max(v) for name, v in passes.items()}
 
     out = Path(repo).parent / "predict_bench.csv"
     cmd = ["gliodeploy", "predict", str(repo), *map(str, scans), "--csv", "-q", "-j", str(workers)]
@@ -78,6 +89,8 @@ def measure(repo: Path, scans: list[Path], *, workers: int = 2) -> dict[str, Any
         "grid": list(predictor.info.grid_shape),
         "providers": predictor.providers,
         "rates_scans_per_s": rates,
+        "passes_scans_per_s": passes,
+        "rounds": rounds,
         "cli_wall_s": wall,
         "cli_command": " ".join([*cmd[:2], "REPO", f"SCAN1 ... SCAN{n}", *cmd[3 + n :], "-o", "OUT.csv"]),
     }
@@ -110,19 +123,19 @@ def run(quick: bool) -> object:
     from gliodeploy.preprocessing import PreprocessConfig
 
     n_scans = 4 if quick else 16
-    # (model, folds, grid config): the study's CNN3D on its grid (model-bound on a CPU) and the demo's
-    # lesionnet on the 4 mm grid (light enough that reading the scans becomes the bound).
+    # (model, folds, grid config): one fold of the study's CNN3D on its grid (about as costly as reading a
+    # scan) and the demo's 5-fold lesionnet on the 4 mm grid.
     setups = (
         [("lesionnet", 1, PreprocessConfig.demo())]
         if quick
         else [
-            ("cnn3d", 5, PreprocessConfig.study()),
+            ("cnn3d", 1, PreprocessConfig.study()),
             ("lesionnet", 5, PreprocessConfig.demo()),
         ]
     )
     result = BenchResult("predict", f"Offline gliodeploy predict ({n_scans} synthetic full-size scans, CPU)")
     table = Table(
-        "Scans/s, one pass over the scans each (higher is better)",
+        "Scans/s (higher is better): best of 2 interleaved passes per in-process mode; the CLI runs once",
         [
             "ensemble",
             "grid",
@@ -142,7 +155,7 @@ def run(quick: bool) -> object:
             models = fixed_fold_models(name, folds, shape)
             plans = {"preprocessing": cfg.to_dict(), "model": {"name": name}, "folds": folds}
             export_models(models, plans, repo, parity_inputs=random_suv(shape), operating_point=FIXED_POINT)
-            row = measure(repo, scans, workers=2)
+            row = measure(repo, scans, workers=2, rounds=1 if quick else 2)
             result.raw.setdefault("setups", []).append({"model": name, **row})
             r = list(row["rates_scans_per_s"].values())
             bound = min(r[0], r[1])
@@ -151,6 +164,11 @@ def run(quick: bool) -> object:
                 "x".join(map(str, shape)),
                 *(fmt(v, 2) for v in r),
                 f"{r[3] / bound:.0%}",
+            )
+            result.verdicts.append(
+                f"{name} x {folds}: overlapped {r[3]:.2f} scans/s = {r[3] / bound:.0%} of the slower of "
+                f"reading ({r[0]:.2f}/s) and the model alone ({r[1]:.2f}/s), {r[3] / r[2]:.2f}x the "
+                "read-then-infer loop"
             )
             print(f"  {name}: " + ", ".join(f"{k} {v:.2f}/s" for k, v in row["rates_scans_per_s"].items()))
     table.notes += [
