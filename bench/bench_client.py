@@ -81,7 +81,16 @@ def main(argv: list[str] | None = None) -> int:
 def run(quick: bool) -> object:
     """Suite entry: synthetic full-size NIfTI scans -> client -> bundled Triton (1-fold CNN3D, study grid)."""
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from common import BenchResult, Table, fixed_fold_models, fmt, random_suv, synthetic_scans, tmpdir
+    from common import (
+        FIXED_POINT,
+        BenchResult,
+        Table,
+        fixed_fold_models,
+        fmt,
+        random_suv,
+        synthetic_scans,
+        tmpdir,
+    )
 
     from gliodeploy.export.pipeline import export_models
     from gliodeploy.preprocessing import PreprocessConfig
@@ -102,7 +111,13 @@ def run(quick: bool) -> object:
         scans = synthetic_scans(Path(tmp) / "scans", n_scans)
         models = fixed_fold_models("cnn3d", 1, tuple(cfg.shape))
         plans = {"preprocessing": cfg.to_dict(), "model": {"name": "cnn3d"}, "folds": 1}
-        export_models(models, plans, Path(tmp) / "repo", parity_inputs=random_suv(tuple(cfg.shape)))
+        export_models(
+            models,
+            plans,
+            Path(tmp) / "repo",
+            parity_inputs=random_suv(tuple(cfg.shape)),
+            operating_point=FIXED_POINT,
+        )
         with TritonServer(Path(tmp) / "repo", startup_timeout=300) as server:  # noqa: SIM117 - needs server
             with GliodeployClient(server.http_url, timeout=600) as client:
                 client.predict_many(scans[:1], concurrency=1)  # warm-up

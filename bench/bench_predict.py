@@ -22,20 +22,6 @@ from typing import Any
 from gliodeploy.predict.offline import OfflinePredictor
 from gliodeploy.utils.atomic import atomic_write
 
-#: The decision rule of the benchmark's exports (a fixed threshold: the weights are random).
-FIXED_POINT: dict[str, Any] = {
-    "threshold": 0.5,
-    "method": "fixed",
-    "fitted_on": "benchmark: fixed-seed random weights",
-    "validation_mode": None,
-    "n": 0,
-    "n_positive": 0,
-    "sensitivity": None,
-    "specificity": None,
-    "temperature": None,
-    "oof_sha256": None,
-}
-
 
 def _infer_all(predictor: OfflinePredictor, grids: list[Any]) -> None:
     for grid in grids:
@@ -117,7 +103,16 @@ def main(argv: list[str] | None = None) -> int:
 def run(quick: bool) -> object:
     """Suite entry: 16 synthetic full-size NIfTI scans, two exported ensembles (model-bound, read-bound)."""
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from common import BenchResult, Table, fixed_fold_models, fmt, random_suv, synthetic_scans, tmpdir
+    from common import (
+        FIXED_POINT,
+        BenchResult,
+        Table,
+        fixed_fold_models,
+        fmt,
+        random_suv,
+        synthetic_scans,
+        tmpdir,
+    )
 
     from gliodeploy.export.pipeline import export_models
     from gliodeploy.preprocessing import PreprocessConfig

@@ -20,7 +20,16 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import BenchResult, Table, fixed_fold_models, fmt, stats_ms, time_calls, tmpdir  # noqa: E402
+from common import (  # noqa: E402
+    FIXED_POINT,
+    BenchResult,
+    Table,
+    fixed_fold_models,
+    fmt,
+    stats_ms,
+    time_calls,
+    tmpdir,
+)
 
 NAME = "serving"
 
@@ -81,7 +90,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         plans = {"preprocessing": cfg.to_dict(), "model": {"name": "cnn3d"}, "folds": args.folds}
-        export_models(folds, plans, Path(tmp) / "repo", parity_inputs=x)
+        export_models(folds, plans, Path(tmp) / "repo", parity_inputs=x, operating_point=FIXED_POINT)
         onnx_path = Path(tmp) / "repo" / contract.ENSEMBLE_MODEL / "1" / "model.onnx"
         sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
         results["onnxruntime"] = _time(lambda: sess.run(None, {contract.INPUT_SUV: x}), args.repeats)
@@ -173,7 +182,7 @@ def _levels(quick, grids, folds, reps, levels, seen, tmp, result, t1, t2) -> Non
             x = random_suv(grid)
             repo = Path(tmp) / "x".join(map(str, grid))
             plans = {"preprocessing": _cfg(grid).to_dict(), "model": {"name": "cnn3d"}, "folds": folds}
-            export_models(models, plans, repo, parity_inputs=x)
+            export_models(models, plans, repo, parity_inputs=x, operating_point=FIXED_POINT)
             onnx_path = repo / contract.ENSEMBLE_MODEL / "1" / "model.onnx"
             sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
             direct = stats_ms(time_calls(lambda s=sess, x=x: s.run(None, {contract.INPUT_SUV: x}), reps))

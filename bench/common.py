@@ -181,3 +181,18 @@ def fmt(v: Any, digits: int = 1) -> str:
     if isinstance(v, float):
         return f"{v:,.{digits}f}"
     return str(v)
+
+
+#: The decision rule of the benchmark's exports (a fixed threshold: the weights are random).
+FIXED_POINT: dict[str, Any] = {
+    "threshold": 0.5,
+    "method": "fixed",
+    "fitted_on": "benchmark: fixed-seed random weights",
+    "validation_mode": None,
+    "n": 0,
+    "n_positive": 0,
+    "sensitivity": None,
+    "specificity": None,
+    "temperature": None,
+    "oof_sha256": None,
+}

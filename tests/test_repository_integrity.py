@@ -303,7 +303,7 @@ def test_pycache_beside_model_py_is_refused(pristine: Path, tmp_path: Path, caps
     ):
         with open(sums, "a") as fh:
             fh.write(f"{'0' * 64}  {rel}\n")
-    _refused(repo, capsys, str(repo / ENS / "1" / "__pycache__"), "bytecode", "PYTHONDONTWRITEBYTECODE")
+    _refused(repo, capsys, str(repo / ENS / "1" / "__pycache__"), "bytecode", "private copy")
 
 
 def test_export_drops_bytecode_left_by_an_older_server(pristine: Path, tmp_path: Path, exporter) -> None:

@@ -186,7 +186,8 @@ def _check_version_folder(folder: Path, *, for_export: bool) -> list[Path]:
                 continue
             raise ModelError(
                 f"{path}: Python bytecode beside the verified model.py (the server would run it instead): "
-                "remove it; a server must run with PYTHONDONTWRITEBYTECODE=1 or on a copy"
+                "remove it (a Triton started on this folder itself wrote it; `gliodeploy serve` serves a "
+                "private copy, and a read-only mount keeps a container from writing it)"
             )
         if entry.is_dir():
             raise _not_ours(path, "folder")
