@@ -7,11 +7,11 @@ inside the function, so ``gliodeploy --help`` is instant and needs no torch.
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 
 import typer
 
-from gliodeploy import __version__
-from gliodeploy.cli_utils import run_app
+from gliodeploy.cli_utils import LOG_FILE, VERBOSE, configure_logging, run_app, version_option
 
 app = typer.Typer(
     name="gliodeploy",
@@ -45,13 +45,15 @@ for _name, _module, _attr in COMMANDS:
     app.command(_name)(getattr(importlib.import_module(_module), _attr))
 
 
-@app.callback(invoke_without_command=True)
+@app.callback()
 def _root(
-    version: bool = typer.Option(False, "--version", help="Print the version and exit."),
+    ctx: typer.Context,
+    version: bool = version_option("gliodeploy"),
+    verbose: int = VERBOSE,
+    log_file: Path | None = LOG_FILE,
 ) -> None:
-    if version:
-        typer.echo(f"gliodeploy {__version__}")
-        raise typer.Exit(0)
+    """Options of the program itself, given before the command: ``gliodeploy -v --log-file F train ...``."""
+    ctx.call_on_close(configure_logging(verbose, log_file))
 
 
 def main() -> None:

@@ -125,7 +125,7 @@ def test_health_info_and_wrong_version(request: pytest.FixtureRequest) -> None:
     assert info["operating_point"]["method"] == "fixed"
     text = _cli("info", "--url", server.http_url).stdout
     assert "operating point: threshold 0.5 (fixed by the user; never measured" in text
-    proc = _cli("info", "--url", server.http_url, "--version", "999", "--retries", "0")
+    proc = _cli("info", "--url", server.http_url, "--model-version", "999", "--retries", "0")
     assert proc.returncode == cerr.ModelVersionError.exit_code, proc.stderr
     proc = _cli("info", "--url", server.http_url, "--model", "no_such_model", "--retries", "0")
     assert proc.returncode == cerr.ModelNotReadyError.exit_code and "Traceback" not in proc.stderr

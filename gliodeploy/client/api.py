@@ -346,7 +346,7 @@ class GliodeployClient:
 
         if self.model_version:
             raise ConfigError(
-                f"--version cannot be combined with --server-preprocess: {self.native_model!r} runs the "
+                f"--model-version cannot be combined with --server-preprocess: {self.native_model!r} runs the "
                 "ensemble version its own config names"
             )
         meta = self._native_meta()

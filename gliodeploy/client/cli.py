@@ -16,7 +16,7 @@ from typing import Any
 import typer
 
 from gliodeploy import contract
-from gliodeploy.cli_utils import run_app
+from gliodeploy.cli_utils import LOG_FILE, OLD_VERSION, VERBOSE, configure_logging, run_app, version_option
 from gliodeploy.errors import InputError
 
 app = typer.Typer(
@@ -38,12 +38,15 @@ class Protocol(str, Enum):
 URL = typer.Option(
     None,
     "--url",
+    envvar="GLIODEPLOY_URL",
     help="Server host[:port] or http(s)://host[:port] [default: localhost:8000 "
     "(http) / localhost:8001 (grpc)].",
 )
-PROTO = typer.Option(Protocol.http, "--protocol", help="Transport: KServe v2 over HTTP or gRPC.")
+PROTO = typer.Option(
+    Protocol.http, "--protocol", envvar="GLIODEPLOY_PROTOCOL", help="Transport: KServe v2 over HTTP or gRPC."
+)
 MODEL = typer.Option(contract.ENSEMBLE_MODEL, "--model", help="Triton model name.")
-VERSION = typer.Option("", "--version", help="Model version [default: the latest ready one].")
+MODEL_VERSION = typer.Option("", "--model-version", help="Model version [default: the latest ready one].")
 TIMEOUT = typer.Option(60.0, "--timeout", min=0.001, help="Seconds to wait for each server answer.")
 RETRIES = typer.Option(3, "--retries", min=0, help="Retries on transient failures (server restarting, 503).")
 SSL = typer.Option(False, "--ssl", help="Use TLS (https / secure gRPC).")
@@ -52,8 +55,35 @@ HEADER = typer.Option(
     None,
     "--header",
     "-H",
-    help="Extra request header 'Name: value' (repeatable), e.g. 'Authorization: Bearer TOKEN'.",
+    help="Extra request header 'Name: value' (repeatable). Pass a token with --token-file or "
+    "GLIODEPLOY_TOKEN instead: a header on the command line shows in the process list.",
 )
+TOKEN_FILE = typer.Option(
+    None,
+    "--token-file",
+    envvar="GLIODEPLOY_TOKEN_FILE",
+    dir_okay=False,
+    metavar="FILE",
+    help="Send the bearer token held in FILE (mode 600: refused if group or others may read it) as "
+    "'Authorization: Bearer TOKEN' [default: the GLIODEPLOY_TOKEN environment variable, if set].",
+)
+ALLOW_INSECURE = typer.Option(
+    False,
+    "--allow-insecure-credentials",
+    help="Send a token or Authorization/Cookie/API-key header without TLS to a non-loopback host "
+    "(refused otherwise; to loopback it is only a warning).",
+)
+
+
+@app.callback()
+def _root(
+    ctx: typer.Context,
+    version: bool = version_option("gliodeploy-client"),
+    verbose: int = VERBOSE,
+    log_file: Path | None = LOG_FILE,
+) -> None:
+    """Options of the program itself, given before the command: ``gliodeploy-client -v predict ...``."""
+    ctx.call_on_close(configure_logging(verbose, log_file))
 
 
 def parse_headers(values: list[str] | None) -> dict[str, str]:
@@ -67,11 +97,26 @@ def parse_headers(values: list[str] | None) -> dict[str, str]:
     return headers
 
 
-def _client(url, protocol, model, version, timeout, retries, ssl, ca_file, header, fp16=False):  # noqa: ANN001, ANN202
+def _client(  # noqa: ANN202 (the client module is imported lazily: --help stays instant)
+    url: str | None,
+    protocol: Protocol,
+    model: str,
+    version: str,
+    timeout: float,
+    retries: int,
+    ssl: bool,
+    ca_file: Path | None,
+    header: list[str] | None,
+    token_file: Path | None,
+    allow_insecure: bool,
+    fp16: bool = False,
+):
+    """The :class:`GliodeployClient` the options describe, once its credentials may travel as asked."""
     from gliodeploy.client.api import GliodeployClient
+    from gliodeploy.client.credentials import check_credential_transport, resolve_token, with_token
 
     proto = protocol.value
-    return GliodeployClient(
+    client = GliodeployClient(
         url or f"localhost:{8000 if proto == 'http' else 8001}",
         protocol=proto,
         model=model,
@@ -80,9 +125,13 @@ def _client(url, protocol, model, version, timeout, retries, ssl, ca_file, heade
         retries=retries,
         ssl=ssl,
         ca_file=str(ca_file) if ca_file else None,
-        headers=parse_headers(header),
+        headers=with_token(parse_headers(header), resolve_token(token_file)),
         fp16=fp16,
     )
+    warning = check_credential_transport(client.endpoint, allow_insecure)  # before any request is sent
+    if warning:
+        typer.echo(f"warning: {warning}", err=True)
+    return client
 
 
 def _emit(text: str, output: Path | None) -> None:
@@ -151,7 +200,8 @@ def predict(
     url: str | None = URL,
     protocol: Protocol = PROTO,
     model: str = MODEL,
-    version: str = VERSION,
+    model_version: str = MODEL_VERSION,
+    _old_version: str | None = OLD_VERSION,
     weight: float | None = typer.Option(None, "--weight", help="Patient weight in kg (SUV)."),
     dose: float | None = typer.Option(None, "--dose", help="Injected dose in MBq (SUV)."),
     injection_time: str | None = typer.Option(
@@ -188,6 +238,8 @@ def predict(
     ssl: bool = SSL,
     ca_file: Path | None = CA_FILE,
     header: list[str] | None = HEADER,
+    token_file: Path | None = TOKEN_FILE,
+    allow_insecure_credentials: bool = ALLOW_INSECURE,
     fp16: bool = typer.Option(
         False, "--fp16", help="Send FP16 (only for a model exported with an FP16 input)."
     ),
@@ -215,7 +267,20 @@ def predict(
             raise InputError(f"--series-uid names one series: give one scan, not {len(scans)}")
         suv["series_uid"] = series_uid
     suv["server_preprocess"] = server_preprocess
-    with _client(url, protocol, model, version, timeout, retries, ssl, ca_file, header, fp16) as client:
+    with _client(
+        url,
+        protocol,
+        model,
+        model_version,
+        timeout,
+        retries,
+        ssl,
+        ca_file,
+        header,
+        token_file,
+        allow_insecure_credentials,
+        fp16,
+    ) as client:
         info = client.info()  # fails fast (one clear error) if the server or model is unavailable
         show_bar = not quiet and sys.stderr.isatty() and len(scans) > 1
         if show_bar:
@@ -251,18 +316,33 @@ def health(
     url: str | None = URL,
     protocol: Protocol = PROTO,
     model: str = MODEL,
-    version: str = VERSION,
+    model_version: str = MODEL_VERSION,
+    _old_version: str | None = OLD_VERSION,
     timeout: float = TIMEOUT,
     retries: int = RETRIES,
     ssl: bool = SSL,
     ca_file: Path | None = CA_FILE,
     header: list[str] | None = HEADER,
+    token_file: Path | None = TOKEN_FILE,
+    allow_insecure_credentials: bool = ALLOW_INSECURE,
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Is the server live and ready, and is the model loaded? Exit 0 only if all three."""
     from gliodeploy.client.errors import ModelNotReadyError, ServerUnavailableError
 
-    with _client(url, protocol, model, version, timeout, retries, ssl, ca_file, header) as client:
+    with _client(
+        url,
+        protocol,
+        model,
+        model_version,
+        timeout,
+        retries,
+        ssl,
+        ca_file,
+        header,
+        token_file,
+        allow_insecure_credentials,
+    ) as client:
         status = client.health()
     if as_json:
         typer.echo(json.dumps(status, indent=2))
@@ -282,17 +362,32 @@ def info(
     url: str | None = URL,
     protocol: Protocol = PROTO,
     model: str = MODEL,
-    version: str = VERSION,
+    model_version: str = MODEL_VERSION,
+    _old_version: str | None = OLD_VERSION,
     timeout: float = TIMEOUT,
     retries: int = RETRIES,
     ssl: bool = SSL,
     ca_file: Path | None = CA_FILE,
     header: list[str] | None = HEADER,
+    token_file: Path | None = TOKEN_FILE,
+    allow_insecure_credentials: bool = ALLOW_INSECURE,
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Show the model: versions, folds, operating point (decision threshold, how it was chosen, expected
     sensitivity/specificity), model grid and preprocessing."""
-    with _client(url, protocol, model, version, timeout, retries, ssl, ca_file, header) as client:
+    with _client(
+        url,
+        protocol,
+        model,
+        model_version,
+        timeout,
+        retries,
+        ssl,
+        ca_file,
+        header,
+        token_file,
+        allow_insecure_credentials,
+    ) as client:
         mi = client.info()
     if as_json:
         typer.echo(json.dumps(mi.to_dict(), indent=2))

@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from gliodeploy import contract
+from gliodeploy.cli_utils import OLD_VERSION
 
 
 def predict(
@@ -20,6 +21,7 @@ def predict(
         "--model-version",
         help=f"Version of {contract.ENSEMBLE_MODEL} to run [default: the latest, the one a server serves].",
     ),
+    _old_version: str | None = OLD_VERSION,
     weight: float | None = typer.Option(None, "--weight", help="Patient weight in kg (SUV)."),
     dose: float | None = typer.Option(None, "--dose", help="Injected dose in MBq (SUV)."),
     injection_time: str | None = typer.Option(
