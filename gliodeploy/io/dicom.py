@@ -8,6 +8,7 @@ float32.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -20,8 +21,17 @@ from pydicom.errors import InvalidDicomError
 from pydicom.multival import MultiValue
 
 from gliodeploy.errors import InputError, SuvError
-from gliodeploy.io.suv import TimeLike, compute_suv_factor, decay_seconds
+from gliodeploy.io.suv import (
+    TimeLike,
+    argument_fact,
+    compute_suv_factor,
+    decay_seconds,
+    derived_facts,
+    fact,
+)
 from gliodeploy.io.volume import check_volume_bytes
+
+log = logging.getLogger(__name__)
 
 PHILIPS_PET_CREATOR = "Philips PET Private Group"
 GE_PET_CREATOR = "GEMS_PETD_01"
@@ -146,6 +156,7 @@ def find_series(path: Path, series_uid: str | None = None) -> DicomSeries:
         series_uid = uids[0]
         if len(uids) > 1:
             series_uid, choice = choose_series(folder, uids)
+            log.info("%s", choice)
     elif series_uid not in uids:
         raise InputError(f"{folder}: no series {series_uid} (series found: {', '.join(uids)})")
     files = list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series_uid))
@@ -441,7 +452,12 @@ def dicom_suv(
     )
     units = str(first.get("Units", "")).strip().upper()
     corrected = {str(v).strip().upper() for v in (first.get("CorrectedImage") or [])}
-    info: dict[str, Any] = {"units_original": units or None, "corrected_image": sorted(corrected)}
+    facts: dict[str, Any] = {"units": fact(units or None, "dicom", "Units (0054,1001)")}
+    info: dict[str, Any] = {
+        "units_original": units or None,
+        "corrected_image": sorted(corrected),
+        "suv_facts": facts,
+    }
     missing = {"ATTN", "DECY"} - corrected
     if missing:
         raise SuvError(
@@ -453,10 +469,14 @@ def dicom_suv(
         raise SuvError(f"DecayCorrection (0054,1102) in {folder} is {decay_ref or 'missing'!r}, not START")
     n = len(series.headers)
     if units == "GML":
+        facts["suv_factor"] = fact(1.0, "derived", "the image already holds SUVbw (Units GML)")
         return np.ones(n), info | {"suv_factor": 1.0}
     if units == "CNTS":
         suv_scale = [_private_float(h, 0x7053, 0x00, PHILIPS_PET_CREATOR) for h in series.headers]
         if all(s is not None for s in suv_scale):
+            facts["suv_factor"] = fact(
+                float(np.mean(suv_scale)), "dicom", "Philips SUV scale factor (7053,1000), mean of the slices"
+            )
             return np.array(suv_scale, float), info | {
                 "suv_factor": float(np.mean(suv_scale)),
                 "suv_source": "(7053,1000)",
@@ -482,6 +502,9 @@ def dicom_suv(
             )
         )
         info["weight_source"] = "PatientWeight (0010,1030)"
+        facts["weight_kg"] = fact(weight_kg, "dicom", "PatientWeight (0010,1030)")
+    else:
+        facts["weight_kg"] = argument_fact("weight_kg", weight_kg)
     drugs = first.get("RadiopharmaceuticalInformationSequence") or []
     drug = drugs[0] if drugs else pydicom.Dataset()
     if injected_dose_bq is None:
@@ -489,6 +512,9 @@ def dicom_suv(
         injected_dose_bq = float(
             _required(dose, "RadionuclideTotalDose (0018,1074)", folder, hint.format("--dose"))
         )
+        facts["injected_dose_bq"] = fact(injected_dose_bq, "dicom", "RadionuclideTotalDose (0018,1074)")
+    else:
+        facts["injected_dose_bq"] = argument_fact("injected_dose_bq", injected_dose_bq)
     if half_life_s is None:
         half_life_s = float(
             _required(
@@ -498,8 +524,15 @@ def dicom_suv(
                 "pass half_life_s",
             )
         )
+        facts["half_life_s"] = fact(half_life_s, "dicom", "RadionuclideHalfLife (0018,1075)")
+    else:
+        facts["half_life_s"] = argument_fact("half_life_s", half_life_s)
     if scan_time is None:
         scan_time, info["scan_time_source"] = scan_datetime(series)
+        facts["scan_time"] = fact(scan_time, "dicom", info["scan_time_source"])
+    else:
+        facts["scan_time"] = argument_fact("scan_time", scan_time)
+    given_injection = injection_time is not None
     if injection_time is None:
         start_dt = drug.get("RadiopharmaceuticalStartDateTime")
         if start_dt:
@@ -516,6 +549,11 @@ def dicom_suv(
                 "20000101", clock
             ).time()  # the date comes from the scan (midnight rule)
             info["injection_time_source"] = "RadiopharmaceuticalStartTime (0018,1072) + scan date"
+    facts["injection_time"] = (
+        argument_fact("injection_time", injection_time)
+        if given_injection
+        else fact(injection_time, "dicom", info["injection_time_source"])
+    )
     decay_time_s = decay_seconds(injection_time, scan_time)
     factor = compute_suv_factor(
         weight_kg=weight_kg,
@@ -523,6 +561,11 @@ def dicom_suv(
         decay_time_s=decay_time_s,
         half_life_s=half_life_s,
     )
+    facts.update(derived_facts(decay_time_s, half_life_s, float(np.mean(per_slice * factor))))
+    if units == "CNTS":
+        facts["to_bqml"] = fact(
+            float(np.mean(per_slice)), "dicom", "Philips activity concentration scale (7053,1009)"
+        )
     return per_slice * factor, info | {
         "suv_factor": float(np.mean(per_slice * factor)),
         "weight_kg": weight_kg,

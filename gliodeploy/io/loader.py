@@ -11,7 +11,7 @@ import SimpleITK as sitk
 
 from gliodeploy.errors import InputError
 from gliodeploy.io import bids, dicom, nifti
-from gliodeploy.io.suv import parse_time
+from gliodeploy.io.suv import argument_fact, parse_time
 from gliodeploy.io.volume import UNITS_SUV, UNITS_UNKNOWN, PetVolume, check_volume
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
@@ -109,8 +109,13 @@ def _load_nifti(
     }
     if assume_suv:
         units = image_units or sidecar.get("Units")
+        facts = {"assume_suv": argument_fact("assume_suv", True)}
         return PetVolume(
-            image, UNITS_UNKNOWN, subject, path, metadata | {"units_original": units, "suv_factor": None}
+            image,
+            UNITS_UNKNOWN,
+            subject,
+            path,
+            metadata | {"units_original": units, "suv_factor": None, "suv_facts": facts},
         )
     where = (
         str(sidecar_path)
@@ -157,11 +162,19 @@ def _load_dicom(
         "series_description": str(first.get("SeriesDescription", "")).strip() or None,
         "series_choice": series.choice,  # why this series, when its folder holds several
         "n_files": len(series.files),
+        "files": list(series.files),  # the slice files read, in slice order (for the input digest)
     }
     subject = subject or (str(first.get("PatientID", "")) or None)
     if assume_suv:
         units = str(first.get("Units", "")) or None
-        return PetVolume(image, UNITS_UNKNOWN, subject, series.folder, metadata | {"units_original": units})
+        facts = {"assume_suv": argument_fact("assume_suv", True)}
+        return PetVolume(
+            image,
+            UNITS_UNKNOWN,
+            subject,
+            series.folder,
+            metadata | {"units_original": units, "suv_facts": facts},
+        )
     per_slice, suv_info = dicom.dicom_suv(
         series,
         weight_kg=weight_kg,

@@ -24,9 +24,12 @@ from gliodeploy.errors import InputError, SuvError
 from gliodeploy.io.suv import (
     TimeLike,
     activity_to_bq,
+    argument_fact,
     compute_suv_factor,
     concentration_scale,
     decay_seconds,
+    derived_facts,
+    fact,
     half_life_for,
 )
 from gliodeploy.io.volume import check_volume_bytes
@@ -256,6 +259,11 @@ def _clock(time_zero: str, offset_s: float, where: str) -> time:
     return (datetime.combine(date(2000, 1, 1), zero) + timedelta(seconds=offset_s)).time()
 
 
+def _tsv_source(name: str) -> str:
+    """``sessions_tsv`` for a ``sub-X_sessions.tsv`` weight, else ``participants_tsv``."""
+    return "sessions_tsv" if Path(name).name.endswith("_sessions.tsv") else "participants_tsv"
+
+
 def bids_suv(
     sidecar: dict[str, Any],
     where: str,
@@ -270,14 +278,21 @@ def bids_suv(
 ) -> tuple[float, dict[str, Any]]:
     """SUVbw factor (image value -> SUVbw) from a BIDS-PET sidecar and explicit overrides.
 
-    ``where`` names the sidecar in error messages. Returns the factor and what it was computed from.
+    ``where`` names the sidecar in error messages. Returns the factor and what it was computed from,
+    ``suv_facts`` included (each input's value and source, for the audit trail of predictions).
     """
     units = image_units if image_units is not None else sidecar.get("Units")
     if not units:
         raise SuvError(f"Units is missing in {where}: pass image_units (e.g. 'Bq/mL') or assume_suv")
     to_bqml = concentration_scale(str(units), field=f"Units in {where}")
-    info: dict[str, Any] = {"units_original": str(units)}
+    facts: dict[str, Any] = {
+        "units": argument_fact("units", str(units))
+        if image_units is not None
+        else fact(str(units), "bids_sidecar", f"{where} Units")
+    }
+    info: dict[str, Any] = {"units_original": str(units), "suv_facts": facts}
     if to_bqml is None:  # the image already holds SUVbw (g/mL)
+        facts["suv_factor"] = fact(1.0, "derived", "the image already holds SUVbw")
         return 1.0, info | {"suv_factor": 1.0}
 
     if injected_dose_bq is None:
@@ -295,11 +310,21 @@ def bids_suv(
             dose, str(dose_units), field=f"InjectedRadioactivityUnits in {where}"
         )
         info["dose_source"] = where
+        facts["injected_dose_bq"] = fact(
+            injected_dose_bq, "bids_sidecar", f"{where} InjectedRadioactivity ({dose:g} {dose_units})"
+        )
     else:
         info["dose_source"] = "argument"
+        facts["injected_dose_bq"] = argument_fact("injected_dose_bq", injected_dose_bq)
     if weight_kg is None:
         weight_kg = _number(sidecar, "PatientWeight", where, "pass weight_kg (--weight)")
         weight_source = where if weight_kg is not None else None
+        if weight_kg is not None:
+            facts["weight_kg"] = fact(weight_kg, "bids_sidecar", f"{where} PatientWeight")
+    elif weight_source in (None, "argument"):
+        facts["weight_kg"] = argument_fact("weight_kg", weight_kg)
+    else:
+        facts["weight_kg"] = fact(weight_kg, _tsv_source(weight_source), f"{weight_source} weight")
     if weight_kg is None:
         raise SuvError(
             f"the body weight is missing: no 'weight' in participants.tsv/sessions.tsv for this subject "
@@ -307,8 +332,12 @@ def bids_suv(
         )
     info["weight_source"] = weight_source or "argument"
 
-    if half_life_s is None:
+    if half_life_s is not None:
+        facts["half_life_s"] = argument_fact("half_life_s", half_life_s)
+    else:
         half_life_s = _number(sidecar, "RadionuclideHalfLife", where, "pass half_life_s")
+        if half_life_s is not None:
+            facts["half_life_s"] = fact(half_life_s, "bids_sidecar", f"{where} RadionuclideHalfLife")
     if half_life_s is None:
         nuclide = sidecar.get("TracerRadionuclide")
         if not nuclide:
@@ -317,14 +346,19 @@ def bids_suv(
             )
         half_life_s = half_life_for(str(nuclide))
         info["radionuclide"] = str(nuclide)
+        facts["half_life_s"] = fact(
+            half_life_s, "bids_sidecar", f"{where} TracerRadionuclide {nuclide} (tabulated half-life)"
+        )
 
-    decay_time_s = _bids_decay_time(sidecar, where, injection_time, scan_time)
+    decay_time_s, time_facts = _bids_decay_time(sidecar, where, injection_time, scan_time)
+    facts.update(time_facts)
     factor = to_bqml * compute_suv_factor(
         weight_kg=weight_kg,
         injected_dose_bq=injected_dose_bq,
         decay_time_s=decay_time_s,
         half_life_s=half_life_s,
     )
+    facts.update(derived_facts(decay_time_s, half_life_s, factor))
     return factor, info | {
         "suv_factor": factor,
         "weight_kg": weight_kg,
@@ -337,8 +371,9 @@ def bids_suv(
 
 def _bids_decay_time(
     sidecar: dict[str, Any], where: str, injection_time: TimeLike | None, scan_time: TimeLike | None
-) -> float:
-    """Seconds from injection to the decay-correction reference, from the sidecar and/or explicit times.
+) -> tuple[float, dict[str, Any]]:
+    """Seconds from injection to the decay-correction reference, from the sidecar and/or explicit times,
+    and the ``injection_time`` / ``scan_time`` facts (value and source) used.
 
     The explicit ``scan_time`` is the time the image values are decay-corrected to. BIDS times are
     seconds relative to ``TimeZero``: used as they are when both come from the sidecar, turned into clock
@@ -364,11 +399,19 @@ def _bids_decay_time(
         )
     if scan_time is None and ref_rel is None:
         raise SuvError(f"ImageDecayCorrectionTime is missing in {where}: pass scan_time or assume_suv")
-    if inj_rel is not None and ref_rel is not None:
-        return ref_rel - inj_rel
-    if injection_time is not None and scan_time is not None:
-        return decay_seconds(injection_time, scan_time)
     time_zero = sidecar.get("TimeZero")
+    facts = {
+        "injection_time": _time_fact(
+            "injection_time", injection_time, inj_rel, "InjectionStart", time_zero, where
+        ),
+        "scan_time": _time_fact(
+            "scan_time", scan_time, ref_rel, "ImageDecayCorrectionTime", time_zero, where
+        ),
+    }
+    if inj_rel is not None and ref_rel is not None:
+        return ref_rel - inj_rel, facts
+    if injection_time is not None and scan_time is not None:
+        return decay_seconds(injection_time, scan_time), facts
     if not time_zero:
         raise SuvError(
             f"TimeZero is missing in {where}: needed to combine its relative times with an explicit "
@@ -376,4 +419,19 @@ def _bids_decay_time(
         )
     injection = injection_time if injection_time is not None else _clock(time_zero, inj_rel, where)
     reference = scan_time if scan_time is not None else _clock(time_zero, ref_rel, where)
-    return decay_seconds(injection, reference)
+    return decay_seconds(injection, reference), facts
+
+
+def _time_fact(
+    name: str, given: TimeLike | None, relative_s: float | None, key: str, time_zero: Any, where: str
+) -> dict[str, Any]:
+    """The fact for one time: the explicit value, else the sidecar's ``TimeZero + key`` as a clock time
+    (or the bare offset when ``TimeZero`` is absent or unreadable)."""
+    if given is not None:
+        return argument_fact(name, given)
+    detail = f"{where} {key} ({relative_s:g} s after TimeZero {time_zero or '(absent)'})"
+    try:
+        value: Any = _clock(time_zero, relative_s, where).isoformat() if time_zero else None
+    except SuvError:
+        value = None
+    return fact(value if value is not None else f"TimeZero + {relative_s:g} s", "bids_sidecar", detail)

@@ -178,6 +178,55 @@ def compute_suv_factor(
 
 TimeLike = datetime | time
 
+#: Where an SUV input came from (``PetVolume.metadata["suv_facts"][name]["source"]``): a DICOM tag, the
+#: BIDS-PET sidecar, participants.tsv / sub-X_sessions.tsv, an explicit argument (the command-line option
+#: for the CLIs), or derived from the others.
+FACT_SOURCES: tuple[str, ...] = (
+    "dicom",
+    "bids_sidecar",
+    "participants_tsv",
+    "sessions_tsv",
+    "argument",
+    "derived",
+)
+
+#: The option (and ``load_pet`` argument) that overrides each fact, named in ``argument`` sources.
+ARGUMENT_NAMES: dict[str, str] = {
+    "units": "--units (image_units)",
+    "weight_kg": "--weight (weight_kg)",
+    "injected_dose_bq": "--dose (injected_dose_bq)",
+    "injection_time": "--injection-time (injection_time)",
+    "scan_time": "--scan-time (scan_time)",
+    "half_life_s": "--radionuclide (half_life_s)",
+    "assume_suv": "--assume-suv (assume_suv)",
+}
+
+
+def fact(value: object, source: str, detail: str) -> dict[str, object]:
+    """One SUV input for the audit trail: its value, the kind of source (:data:`FACT_SOURCES`) and
+    the exact place (file and field, DICOM tag, option)."""
+    if source not in FACT_SOURCES:
+        raise ValueError(f"unknown fact source {source!r}")
+    if isinstance(value, datetime | time):
+        value = value.isoformat()
+    return {"value": value, "source": source, "detail": detail}
+
+
+def argument_fact(name: str, value: object) -> dict[str, object]:
+    """A fact given explicitly by the caller (:data:`ARGUMENT_NAMES` says which option)."""
+    return fact(value, "argument", ARGUMENT_NAMES[name])
+
+
+def derived_facts(decay_time_s: float, half_life_s: float, factor: float) -> dict[str, dict[str, object]]:
+    """The facts computed from the inputs: decay time, decay factor 2^(-dt/T) and the SUV factor."""
+    return {
+        "decay_time_s": fact(decay_time_s, "derived", "reference time - injection time"),
+        "decay_factor": fact(
+            2.0 ** (-decay_time_s / half_life_s), "derived", "2^(-decay_time_s/half_life_s)"
+        ),
+        "suv_factor": fact(factor, "derived", "SUVbw = value x factor"),
+    }
+
 
 def parse_time(value: str | datetime | time | None, *, field: str) -> TimeLike | None:
     """Parse an ISO ``YYYY-MM-DDTHH:MM:SS`` date-time or an ``HH:MM:SS`` clock time (``None`` passes)."""
