@@ -12,6 +12,7 @@ client always preprocesses exactly as the model was trained. Never imports torch
 from __future__ import annotations
 
 import json
+import logging
 import math
 import threading
 import time
@@ -29,6 +30,8 @@ from gliodeploy.client.retry import call_with_retries
 from gliodeploy.client.transport import Endpoint, Transport, parse_url
 from gliodeploy.client.validation import check_grid_array, check_native_image
 from gliodeploy.errors import ConfigError, GliodeployError
+
+log = logging.getLogger(__name__)
 
 _OUTPUTS = [contract.OUTPUT_PROBABILITY, contract.OUTPUT_FOLD_PROBABILITIES, contract.OUTPUT_LOGIT]
 _NP_DTYPES = {"FP32": np.float32, "FP16": np.float16, "FP64": np.float64}
@@ -223,6 +226,15 @@ class GliodeployClient:
         config = self._retrying(lambda t: t.model_config(self.model, self.model_version))
         server = self._retrying(lambda t: t.server_metadata())
         self._info = parse_model_info(meta, config, server, requested_version=self.model_version)
+        log.info(
+            "model %s version %s on %s://%s: threshold %.4g, grid %s",
+            self._info.name,
+            self._info.version or "?",
+            self.endpoint.protocol,
+            self.endpoint.url,
+            self._info.threshold,
+            self._info.grid_shape,
+        )
         return self._info
 
     # -- prediction ----------------------------------------------------------------------------
@@ -304,6 +316,10 @@ class GliodeployClient:
                 result = ScanFailure(str(path), str(exc), type(exc).__name__, exc.exit_code)
             except Exception as exc:  # e.g. a reader bug on a corrupt file: report it, keep going
                 result = ScanFailure(str(path), f"{type(exc).__name__}: {exc}", type(exc).__name__, 1)
+            if isinstance(result, Prediction):
+                log.info("%s: P(recurrence)=%.4f, timings %s", path, result.probability, result.timings)
+            else:
+                log.info("%s: failed (%s): %s", path, result.error_type, result.error)
             if progress is not None:
                 progress(result)
             return result
@@ -346,8 +362,8 @@ class GliodeployClient:
 
         if self.model_version:
             raise ConfigError(
-                f"--model-version cannot be combined with --server-preprocess: {self.native_model!r} runs the "
-                "ensemble version its own config names"
+                f"--model-version cannot be combined with --server-preprocess: {self.native_model!r} runs "
+                "the ensemble version its own config names"
             )
         meta = self._native_meta()
         inputs = {

@@ -7,6 +7,7 @@ same way every time: retrying it only delays the error, so only :class:`Transien
 
 from __future__ import annotations
 
+import logging
 import random
 import time
 from collections.abc import Callable
@@ -15,6 +16,7 @@ from typing import TypeVar
 from gliodeploy.client.errors import ServerUnavailableError
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 RETRYABLE: tuple[type[BaseException], ...] = (ServerUnavailableError,)
 
@@ -42,11 +44,15 @@ def call_with_retries(
     """
     if retries < 0:
         raise ValueError(f"retries must be >= 0, got {retries}")
-    for delay in [*backoff_delays(retries, base_delay, max_delay), None]:
+    for attempt, delay in enumerate([*backoff_delays(retries, base_delay, max_delay), None], start=1):
         try:
             return fn()
-        except retry_on:
+        except retry_on as exc:
             if delay is None:
+                if retries:
+                    log.info("giving up after %d attempts: %s", attempt, exc)
                 raise
-            sleep(random.uniform(delay / 2, delay) if jitter else delay)
+            wait = random.uniform(delay / 2, delay) if jitter else delay
+            log.info("attempt %d/%d failed (%s); retrying in %.2f s", attempt, retries + 1, exc, wait)
+            sleep(wait)
     raise AssertionError("unreachable")  # the loop always returns or raises

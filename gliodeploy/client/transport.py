@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -32,6 +34,8 @@ DEFAULT_PORTS = {"http": 8000, "grpc": 8001}
 #: caller passing ``channel_args`` (e.g. for keepalive) replaces the whole list and falls back to
 #: gRPC's 4 MiB default, below one 5.4 MB volume. We always pass the list explicitly.
 GRPC_MAX_MESSAGE_BYTES = 2**31 - 1
+
+log = logging.getLogger(__name__)
 
 _HTTP_TRANSIENT = {"502", "503", "504"}
 _GRPC_TRANSIENT = {"StatusCode.UNAVAILABLE", "StatusCode.RESOURCE_EXHAUSTED"}
@@ -145,10 +149,18 @@ class Transport:
     def _call(
         self, what: str, fn: Any, *args: Any, model: str | None = None, version: str = "", **kw: Any
     ) -> Any:
+        t0 = time.perf_counter()
         try:
-            return fn(*args, **kw, **self._kw())
+            out = fn(*args, **kw, **self._kw())
         except Exception as exc:
-            raise classify(exc, what=what, model=model, version=version) from exc
+            error = classify(exc, what=what, model=model, version=version)
+            log.debug("%s %s failed after %.3f s: %s", self._where(), what, time.perf_counter() - t0, error)
+            raise error from exc
+        log.debug("%s %s took %.3f s", self._where(), what, time.perf_counter() - t0)
+        return out
+
+    def _where(self) -> str:
+        return f"{self.endpoint.protocol}://{self.endpoint.url}"
 
     def close(self) -> None:
         """Release the connection."""

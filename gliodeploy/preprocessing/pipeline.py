@@ -18,6 +18,7 @@ volume this only warns (it is usually face/neck kept by the mask), beyond it rai
 
 from __future__ import annotations
 
+import logging
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -51,6 +52,8 @@ class Preprocessed:
     brain_cut: float
     timings: dict[str, float] = field(default_factory=dict)
 
+
+log = logging.getLogger(__name__)
 
 #: Share of the brain mask cut by the model grid above which preprocess() warns (Preprocessed.brain_cut
 #: always records it; above cfg.max_brain_cut it is an error).
@@ -114,6 +117,15 @@ def preprocess(image: sitk.Image, cfg: PreprocessConfig | None = None) -> Prepro
     grid_image = geometry.to_grid_image(array, grid.reference())
     lap("finish")
     timings["total"] = time.perf_counter() - start
+    log.debug(
+        "preprocessed onto %s voxels of %s mm: brain %.0f mL centred at %s mm, %.1f%% cut; steps %s",
+        "x".join(map(str, cfg.shape)),
+        "x".join(f"{s:g}" for s in cfg.spacing),
+        brain_voxels * geometry.voxel_volume_ml(mask_spacing),
+        ", ".join(f"{c:.1f}" for c in centre),
+        100 * cut,
+        ", ".join(f"{k} {v:.3f} s" for k, v in timings.items()),
+    )
     return Preprocessed(
         array=array,
         mask=mask,
