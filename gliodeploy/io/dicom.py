@@ -9,7 +9,6 @@ float32.
 from __future__ import annotations
 
 import logging
-import logging
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -31,8 +30,6 @@ from gliodeploy.io.suv import (
     fact,
 )
 from gliodeploy.io.volume import check_volume_bytes
-
-log = logging.getLogger(__name__)
 
 log = logging.getLogger(__name__)
 
@@ -159,7 +156,6 @@ def find_series(path: Path, series_uid: str | None = None) -> DicomSeries:
         series_uid = uids[0]
         if len(uids) > 1:
             series_uid, choice = choose_series(folder, uids)
-            log.info("%s", choice)
             log.info("%s", choice)
     elif series_uid not in uids:
         raise InputError(f"{folder}: no series {series_uid} (series found: {', '.join(uids)})")
