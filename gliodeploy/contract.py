@@ -38,6 +38,10 @@ PARAM_THRESHOLD = "gliodeploy_threshold"  # decision threshold on P(recurrence),
 #: CIs on the out-of-fold predictions; gliodeploy.evaluation.operating_point). Equal to the latest
 #: version's metadata.json, which its SHA256SUMS covers: `gliodeploy verify` refuses any edit.
 PARAM_OPERATING_POINT = "gliodeploy_operating_point"
+#: JSON ``{"version": N, "sha256sums_sha256": HEX, "gliodeploy": X.Y.Z}``: the SHA-256 of version N's
+#: ``SHA256SUMS`` file (which pins every file of that version: graph, model.py, metadata.json) and the
+#: gliodeploy that exported it. Clients copy it into each prediction's audit trail.
+PARAM_MODEL_CHECKSUM = "gliodeploy_model_checksum"
 
 
 def describe_operating_point(op: dict) -> str:

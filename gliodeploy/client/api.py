@@ -26,8 +26,9 @@ import numpy as np
 
 from gliodeploy import contract
 from gliodeploy.client.errors import InvalidResponseError
+from gliodeploy.client.provenance import input_facts, provenance_block, suv_block
 from gliodeploy.client.retry import call_with_retries
-from gliodeploy.client.transport import Endpoint, Transport, parse_url
+from gliodeploy.client.transport import COMPRESSIONS, Endpoint, Transport, parse_url
 from gliodeploy.client.validation import check_grid_array, check_native_image
 from gliodeploy.errors import ConfigError, GliodeployError
 
@@ -54,6 +55,9 @@ class ModelInfo:
     #: How the threshold was chosen and the sensitivity/specificity to expect at it (out-of-fold,
     #: with CIs); None for models exported before operating points were published.
     operating_point: dict[str, Any] | None = None
+    #: ``gliodeploy_model_checksum``: ``{"version", "sha256sums_sha256", "gliodeploy"}`` of the version
+    #: the configuration was exported with; None for models exported before it was published.
+    checksum: dict[str, Any] | None = None
 
     def operating_point_text(self) -> str:
         """The operating point in one line (or the bare threshold for older exports)."""
@@ -83,9 +87,16 @@ class Prediction:
     model_name: str
     model_version: str
     timings: dict[str, float]  # seconds: read, suv, preprocess, request, total
-    #: what was read: ``format``; for DICOM the ``series_uid`` and, when its folder held several series,
-    #: ``series_choice`` (why that one)
+    #: what was read: ``format``, ``path``, ``sha256`` of the input bytes (``sha256_method``), ``bytes``,
+    #: ``sidecar``/``sidecar_sha256``, ``weight_table``/``weight_table_sha256``; for DICOM ``n_files``, the
+    #: ``series_uid`` and, when its folder held several series, ``series_choice`` (why that one)
     scan: dict[str, Any] = field(default_factory=dict)
+    #: SUV inputs used: ``units`` of the volume sent and ``facts`` (weight, dose, injection and reference
+    #: times, half-life, decay and SUV factors: each ``{value, source, detail}``)
+    suv: dict[str, Any] = field(default_factory=dict)
+    #: ``gliodeploy_version``, ``preprocessed_by``, ``model`` (name, version, checksum) and the
+    #: ``operating_point`` that made the decision (:mod:`gliodeploy.client.provenance`)
+    provenance: dict[str, Any] = field(default_factory=dict)
 
     @property
     def label_name(self) -> str:
@@ -128,6 +139,8 @@ class GliodeployClient:
     not thread-safe). ``url`` is ``host[:port]`` or ``http(s)://host[:port]``; the default port
     is 8000 for HTTP and 8001 for gRPC. ``retries`` applies to transient failures only (server
     restarting, HTTP 502/503/504, gRPC UNAVAILABLE, connection reset), with exponential backoff.
+    ``compression`` (``none``, ``gzip``, ``deflate``) compresses inference requests (HTTP
+    Content-Encoding / gRPC message compression): worth it on slow links, not on loopback.
     """
 
     def __init__(
@@ -143,8 +156,11 @@ class GliodeployClient:
         headers: Mapping[str, str] | None = None,
         fp16: bool = False,
         native_model: str = contract.NATIVE_PIPELINE_MODEL,
+        compression: str = "none",
     ) -> None:
         host, scheme_ssl = parse_url(url, protocol)
+        if compression not in COMPRESSIONS:
+            raise ConfigError(f"compression must be one of {', '.join(COMPRESSIONS)}, got {compression!r}")
         if timeout <= 0:
             raise ConfigError(f"timeout must be > 0 s, got {timeout}")
         if retries < 0:
@@ -158,6 +174,7 @@ class GliodeployClient:
             ssl=ssl or scheme_ssl or ca_file is not None,
             ca_file=ca_file,
             headers=dict(headers or {}),
+            compression=None if compression == "none" else compression,
         )
         self.model = model
         self.model_version = str(model_version or "")
@@ -243,7 +260,8 @@ class GliodeployClient:
         t0 = time.perf_counter()
         info = self.info()
         array = check_grid_array(suv_grid_xyz, info.grid_shape, source)
-        return self._send_grid(array, info, source, {"read": 0.0, "suv": 0.0, "preprocess": 0.0}, t0)
+        pred = self._send_grid(array, info, source, {"read": 0.0, "suv": 0.0, "preprocess": 0.0}, t0)
+        return replace(pred, provenance=provenance_block(info, self.model, server_preprocess=False))
 
     def predict_file(
         self,
@@ -271,10 +289,12 @@ class GliodeployClient:
         info = self.info()
         timings: dict[str, float] = {}
         scan: dict[str, Any] = {}
+        suv: dict[str, Any] = {}
         image = read_suv_image(
             path,
             timings,
             scan_facts=scan,
+            suv_facts=suv,
             series_uid=series_uid,
             weight_kg=weight_kg,
             injected_dose_bq=injected_dose_bq,
@@ -287,9 +307,14 @@ class GliodeployClient:
         )
         if server_preprocess:
             timings["preprocess"] = 0.0
-            return replace(self._send_native(image, info, str(path), timings, t0), scan=scan)
-        array = to_model_grid(image, info, str(path), timings)
-        return replace(self._send_grid(array, info, str(path), timings, t0), scan=scan)
+            pred = self._send_native(image, info, str(path), timings, t0)
+            model = self.native_model
+        else:
+            array = to_model_grid(image, info, str(path), timings)
+            pred = self._send_grid(array, info, str(path), timings, t0)
+            model = self.model
+        trail = provenance_block(info, model, server_preprocess=server_preprocess)
+        return replace(pred, scan=scan, suv=suv, provenance=trail)
 
     def predict_many(
         self,
@@ -441,14 +466,17 @@ def read_suv_image(
     timings: dict[str, float],
     *,
     scan_facts: dict[str, Any] | None = None,
+    suv_facts: dict[str, Any] | None = None,
     **load_kwargs: Any,
 ) -> Any:
     """Read a NIfTI file or DICOM series as a checked SUV ``SimpleITK.Image`` (the client's reading step).
 
     ``load_kwargs`` go to :func:`gliodeploy.io.load_pet`; ``timings`` gets ``read`` and ``suv`` (s).
     ``scan_facts``, when given, gets what was read (:data:`SCAN_FACTS`: format, DICOM series UID and
-    why that series was chosen) for the per-scan output.
-    Shared by :meth:`GliodeployClient.predict_file` and ``gliodeploy predict`` (offline).
+    why that series was chosen) and the SHA-256 of the bytes read (:func:`provenance.input_facts`,
+    counted in ``read``); ``suv_facts`` gets the SUV inputs used and their sources
+    (:func:`provenance.suv_block`). Shared by :meth:`GliodeployClient.predict_file` and
+    ``gliodeploy predict`` (offline).
     """
     from gliodeploy.io import load_pet
 
@@ -456,6 +484,9 @@ def read_suv_image(
     pet = load_pet(path, **load_kwargs)
     if scan_facts is not None:
         scan_facts.update({k: pet.metadata[k] for k in SCAN_FACTS if pet.metadata.get(k) is not None})
+        scan_facts.update(input_facts(pet.metadata, pet.source))
+    if suv_facts is not None:
+        suv_facts.update(suv_block(pet.metadata, pet.units))
     timings["read"] = time.perf_counter() - t0  # load_pet reads and converts to SUV in one pass
     t1 = time.perf_counter()
     check_native_image(pet.image, str(path))
@@ -519,14 +550,23 @@ def parse_model_info(
     try:
         threshold = float(_param(config, contract.PARAM_THRESHOLD, name))
         preprocessing = json.loads(_param(config, contract.PARAM_PREPROCESSING, name))
-        op_raw = (config.get("parameters") or {}).get(contract.PARAM_OPERATING_POINT)
+        params = config.get("parameters") or {}
+        op_raw = params.get(contract.PARAM_OPERATING_POINT)
         operating_point = json.loads(_param(config, contract.PARAM_OPERATING_POINT, name)) if op_raw else None
+        checksum_raw = params.get(contract.PARAM_MODEL_CHECKSUM)
+        checksum = json.loads(_param(config, contract.PARAM_MODEL_CHECKSUM, name)) if checksum_raw else None
     except ValueError as exc:
         raise InvalidResponseError(
             f"model {name!r}: unreadable gliodeploy parameter in its config: {exc}"
         ) from exc
     if not (0.0 < threshold < 1.0):
         raise InvalidResponseError(f"model {name!r}: decision threshold {threshold} is not in (0, 1)")
+    if checksum is not None and not (
+        isinstance(checksum, dict) and isinstance(checksum.get("sha256sums_sha256"), str)
+    ):
+        raise InvalidResponseError(
+            f"model {name!r}: its published model checksum is malformed ({checksum!r})"
+        )
     if operating_point is not None and (
         not isinstance(operating_point, dict) or operating_point.get("threshold") != threshold
     ):
@@ -554,6 +594,7 @@ def parse_model_info(
         preprocessing=dict(preprocessing),
         server={k: server[k] for k in ("name", "version") if k in server},
         operating_point=operating_point,
+        checksum=checksum,
     )
 
 

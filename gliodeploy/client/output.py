@@ -10,6 +10,30 @@ from typing import Any
 
 from gliodeploy.client.api import ModelInfo, Prediction, ScanFailure
 
+#: SUV facts flattened into CSV: ``<fact>`` holds the value, ``<name>_source`` "kind: detail".
+_CSV_FACTS: tuple[tuple[str, str], ...] = (
+    ("weight_kg", "weight"),
+    ("injected_dose_bq", "dose"),
+    ("injection_time", "injection_time"),
+    ("scan_time", "scan_time"),
+    ("half_life_s", "half_life"),
+)
+#: The audit-trail columns (the JSON output carries the full ``scan``, ``suv`` and ``provenance`` blocks).
+PROVENANCE_COLUMNS = [
+    "input_sha256",
+    "input_bytes",
+    "sidecar_sha256",
+    "series_uid",
+    "suv_units",
+    "units_original",
+    *(c for fact, name in _CSV_FACTS for c in (fact, f"{name}_source")),
+    "decay_factor",
+    "suv_factor",
+    "gliodeploy_version",
+    "preprocessed_by",
+    "model_checksum",
+]
+
 CSV_COLUMNS = [
     "source",
     "ok",
@@ -31,6 +55,7 @@ CSV_COLUMNS = [
     "threshold_method",
     "expected_sensitivity",
     "expected_specificity",
+    *PROVENANCE_COLUMNS,
     "error_type",
     "error",
 ]
@@ -93,7 +118,38 @@ def to_csv(results: Sequence[Prediction | ScanFailure], info: ModelInfo | None =
             "model_name": r.model_name,
             "model_version": r.model_version,
             **expected,
+            **provenance_cells(r),
         }
         row.update({f"time_{k}": f"{v:.4f}" for k, v in r.timings.items() if f"time_{k}" in CSV_COLUMNS})
         writer.writerow(row)
     return buf.getvalue()
+
+
+def provenance_cells(r: Prediction) -> dict[str, Any]:
+    """The :data:`PROVENANCE_COLUMNS` of one prediction (empty cells for what does not apply)."""
+    facts = r.suv.get("facts") or {}
+
+    def value(name: str) -> Any:
+        return (facts.get(name) or {}).get("value", "")
+
+    def source(name: str) -> str:
+        f = facts.get(name)
+        return f"{f['source']}: {f['detail']}" if f else ""
+
+    cells: dict[str, Any] = {
+        "input_sha256": r.scan.get("sha256", ""),
+        "input_bytes": r.scan.get("bytes", ""),
+        "sidecar_sha256": r.scan.get("sidecar_sha256", ""),
+        "series_uid": r.scan.get("series_uid", ""),
+        "suv_units": r.suv.get("units", ""),
+        "units_original": value("units"),
+        "decay_factor": value("decay_factor"),
+        "suv_factor": value("suv_factor"),
+        "gliodeploy_version": r.provenance.get("gliodeploy_version", ""),
+        "preprocessed_by": r.provenance.get("preprocessed_by", ""),
+        "model_checksum": (r.provenance.get("model") or {}).get("checksum") or "",
+    }
+    for fact, name in _CSV_FACTS:
+        cells[fact] = value(fact)
+        cells[f"{name}_source"] = source(fact)
+    return cells

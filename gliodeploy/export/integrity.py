@@ -343,6 +343,23 @@ def verify_repository(repo: str | os.PathLike[str]) -> dict[str, list[int]]:
     return out
 
 
+def model_checksum(version_dir: Path, version: int) -> dict[str, Any]:
+    """What :data:`gliodeploy.contract.PARAM_MODEL_CHECKSUM` publishes for a written version folder: the
+    SHA-256 of its ``SHA256SUMS`` (one digest pinning every file of the version)."""
+    from gliodeploy import __version__
+
+    return {
+        "version": int(version),
+        "sha256sums_sha256": sha256(version_dir / CHECKSUMS),
+        "gliodeploy": __version__,
+    }
+
+
+def model_checksum_json(version_dir: Path, version: int) -> str:
+    """:func:`model_checksum` as the configuration parameter's JSON text."""
+    return json.dumps(model_checksum(version_dir, version), sort_keys=True)
+
+
 def check_published_parameters(repo: Path, configs: dict[Path, Any], version: int) -> None:
     """The decision rule and preprocessing a client reads from the configurations must be the ones in
     the served (latest) version's ``metadata.json``, which its ``SHA256SUMS`` covers.
@@ -378,3 +395,25 @@ def check_published_parameters(repo: Path, configs: dict[Path, Any], version: in
                     f"{path}: parameter {key!r} differs from version {version}'s metadata.json "
                     "(edited after export?): re-export instead of editing a configuration"
                 )
+        _check_model_checksum(path, cfg, repo / ENSEMBLE / str(version), version)
+
+
+def _check_model_checksum(path: Path, cfg: Any, version_dir: Path, version: int) -> None:
+    """The published model checksum (absent in exports older than it) must name the served version."""
+    if contract.PARAM_MODEL_CHECKSUM not in cfg.parameters:
+        return
+    raw = cfg.parameters[contract.PARAM_MODEL_CHECKSUM].string_value
+    try:
+        got = json.loads(raw)
+    except json.JSONDecodeError:
+        raise ModelError(
+            f"{path}: parameter {contract.PARAM_MODEL_CHECKSUM!r} is malformed: {raw[:80]!r}"
+        ) from None
+    want = model_checksum(version_dir, version)
+    if not isinstance(got, dict) or {k: got.get(k) for k in ("version", "sha256sums_sha256")} != {
+        k: want[k] for k in ("version", "sha256sums_sha256")
+    }:
+        raise ModelError(
+            f"{path}: parameter {contract.PARAM_MODEL_CHECKSUM!r} does not match version {version}'s "
+            "SHA256SUMS (edited after export?): re-export instead of editing a configuration"
+        )

@@ -16,7 +16,7 @@ import tempfile
 import time
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ import numpy as np
 
 from gliodeploy import contract
 from gliodeploy.errors import ModelError
+from gliodeploy.export.integrity import model_checksum_json
 from gliodeploy.export.modelcard import package_versions, write_card
 from gliodeploy.export.profiles import ExportProfile
 from gliodeploy.export.publish import RepositoryUpdate
@@ -214,6 +215,7 @@ def export_models(
                 "outputs": [{**o, "shape": [1, *o["shape"][1:]]} for o in outputs],
             },
         )
+        spec = replace(spec, model_checksum_json=model_checksum_json(ens_dir, version))
         written = [*staged.values(), *write_configs(update.staging, spec, profile)]
         update.commit()
     files = [repo / p.relative_to(update.staging) for p in written]

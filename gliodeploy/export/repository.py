@@ -49,6 +49,8 @@ class EnsembleSpec:
     preprocessing_json: str = "{}"
     threshold: float = 0.5
     operating_point_json: str = "{}"
+    #: :data:`gliodeploy.contract.PARAM_MODEL_CHECKSUM` JSON, known once the version folder is written.
+    model_checksum_json: str = ""
 
     @property
     def model_filename(self) -> str:
@@ -85,6 +87,8 @@ def ensemble_config(spec: EnsembleSpec, profile: ExportProfile, target: str) -> 
     cfg.parameters[contract.PARAM_PREPROCESSING].string_value = spec.preprocessing_json
     cfg.parameters[contract.PARAM_THRESHOLD].string_value = repr(float(spec.threshold))
     cfg.parameters[contract.PARAM_OPERATING_POINT].string_value = spec.operating_point_json
+    if spec.model_checksum_json:
+        cfg.parameters[contract.PARAM_MODEL_CHECKSUM].string_value = spec.model_checksum_json
     if target == "local":
         if spec.format != "onnx":
             raise ModelError(

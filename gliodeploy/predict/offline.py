@@ -20,7 +20,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,7 @@ from gliodeploy.client.api import (
     to_model_grid,
 )
 from gliodeploy.client.errors import InvalidResponseError, ModelVersionError
+from gliodeploy.client.provenance import provenance_block
 from gliodeploy.client.validation import check_grid_array
 from gliodeploy.errors import ConfigError, GliodeployError, ModelError
 
@@ -73,12 +74,18 @@ def resolve_version(found: Sequence[int], requested: str | int | None, repo: Pat
     return int(text)
 
 
-def model_info_from_metadata(metadata: dict[str, Any], version: int, versions: Sequence[int]) -> ModelInfo:
+def model_info_from_metadata(
+    metadata: dict[str, Any],
+    version: int,
+    versions: Sequence[int],
+    checksum: dict[str, Any] | None = None,
+) -> ModelInfo:
     """:class:`ModelInfo` from a version's ``metadata.json``, through the client's own checks.
 
     The metadata is shaped into the KServe metadata / Triton config a server would publish for this
     version and parsed by :func:`gliodeploy.client.api.parse_model_info`, so a model the client would
-    refuse is refused here too.
+    refuse is refused here too. ``checksum`` is the version's model checksum
+    (:func:`gliodeploy.export.integrity.model_checksum`), published as a server publishes it.
     """
     params = {
         contract.PARAM_THRESHOLD: {"string_value": repr(float(metadata.get("threshold", "nan")))},
@@ -86,6 +93,8 @@ def model_info_from_metadata(metadata: dict[str, Any], version: int, versions: S
     }
     if metadata.get("operating_point"):
         params[contract.PARAM_OPERATING_POINT] = {"string_value": json.dumps(metadata["operating_point"])}
+    if checksum:
+        params[contract.PARAM_MODEL_CHECKSUM] = {"string_value": json.dumps(checksum)}
     meta = {
         "name": contract.ENSEMBLE_MODEL,
         "versions": [str(v) for v in versions],
@@ -107,6 +116,8 @@ class _Prepared:
     array: np.ndarray
     timings: dict[str, float]
     t0: float
+    scan: dict[str, Any] = field(default_factory=dict)
+    suv: dict[str, Any] = field(default_factory=dict)
 
 
 class OfflinePredictor:
@@ -128,6 +139,7 @@ class OfflinePredictor:
     ) -> None:
         import onnxruntime as ort
 
+        from gliodeploy.export.integrity import model_checksum
         from gliodeploy.export.modelcard import verify_repository
 
         if threads < 0:
@@ -148,7 +160,9 @@ class OfflinePredictor:
                 "graphs (export with --format onnx)"
             )
         try:
-            self.info = model_info_from_metadata(self.metadata, self.version, found)
+            # The digest of the SHA256SUMS just verified: what a server on this repository publishes.
+            checksum = model_checksum(self.version_dir, self.version)
+            self.info = model_info_from_metadata(self.metadata, self.version, found, checksum)
         except InvalidResponseError as exc:
             raise ModelError(f"{meta_path}: {exc}") from None
         self.onnx_path = self.version_dir / "model.onnx"  # the file the served model.py runs
@@ -212,9 +226,11 @@ class OfflinePredictor:
         out = self.infer(item.array[None, None])
         item.timings["request"] = time.perf_counter() - t  # in-process inference (no request here)
         # The client's own conversion: same probability checks, decision rule and result type.
-        return GliodeployClient._prediction(
+        pred = GliodeployClient._prediction(
             out, self.info, item.source, item.timings, item.t0, self.info.name, self.info.version
         )
+        trail = provenance_block(self.info, self.info.name, server_preprocess=False)
+        return replace(pred, scan=item.scan, suv=item.suv, provenance=trail)
 
     def predict_volume(self, suv_grid_xyz: np.ndarray, *, source: str = "<array>") -> Prediction:
         """Predict from a brain-masked SUV volume already on the model grid, ``[x, y, z]``."""
@@ -227,9 +243,11 @@ class OfflinePredictor:
         """Read, convert to SUV and preprocess one scan exactly as ``gliodeploy-client predict``."""
         t0 = time.perf_counter()
         timings: dict[str, float] = {}
-        image = read_suv_image(path, timings, **load_kwargs)
+        scan: dict[str, Any] = {}
+        suv: dict[str, Any] = {}
+        image = read_suv_image(path, timings, scan_facts=scan, suv_facts=suv, **load_kwargs)
         array = to_model_grid(image, self.info, str(path), timings)
-        return _Prepared(str(path), array, timings, t0)
+        return _Prepared(str(path), array, timings, t0, scan, suv)
 
     def predict_file(self, path: str | Path, **load_kwargs: Any) -> Prediction:
         """Read, preprocess and predict one NIfTI file or DICOM series (``load_kwargs``: SUV fields)."""
