@@ -281,3 +281,21 @@ def test_unwritable_log_file_is_one_error_line(tmp_path: Path) -> None:
     run = _run(client_app, "--log-file", str(target), "health", "--url", "127.0.0.1:1")
     assert run.code == 2 and run.err.startswith(f"error: --log-file {target}: cannot write it")
     assert len(run.err.splitlines()) == 1 and not os.path.exists(target)
+
+
+def test_retries_are_logged(caplog: pytest.LogCaptureFixture) -> None:
+    from gliodeploy.client.errors import TransientServerError
+    from gliodeploy.client.retry import call_with_retries
+
+    calls: list[int] = []
+
+    def flaky() -> str:
+        calls.append(1)
+        if len(calls) < 2:
+            raise TransientServerError("server temporarily unavailable (503)")
+        return "ok"
+
+    with caplog.at_level(logging.INFO, logger=LOGGER_NAME):
+        assert call_with_retries(flaky, retries=2, sleep=lambda _s: None) == "ok"
+    assert [r.name for r in caplog.records] == ["gliodeploy.client.retry"]
+    assert "attempt 1/3 failed (server temporarily unavailable (503)); retrying in" in caplog.text
