@@ -35,6 +35,7 @@ BENCHMARKS: dict[str, str] = {
     "ensemble": "bench_ensemble",
     "serving": "bench_serving",
     "client": "bench_client",
+    "compression": "bench_compression",
     "predict": "bench_predict",
 }
 
