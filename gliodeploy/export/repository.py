@@ -26,13 +26,13 @@ from tritonclient.grpc import model_config_pb2 as mc
 
 from gliodeploy import contract
 from gliodeploy.errors import ModelError
-from gliodeploy.export.profiles import ExportProfile
+from gliodeploy.export.profiles import TARGETS, ExportProfile
 from gliodeploy.utils.atomic import atomic_write
 
 MODELS = (contract.ENSEMBLE_MODEL, contract.GEOMETRY_MODEL, contract.NATIVE_PIPELINE_MODEL)
-#: Configuration targets: ``gpu`` is the default ``config.pbtxt``; others live in ``configs/<name>.pbtxt``
-#: and are selected with ``tritonserver --model-config-name=<name>``.
-TARGETS = ("gpu", "cpu", "local")
+# Configuration targets: TARGETS (from profiles, re-exported here). ``gpu`` is the default
+# ``config.pbtxt``; others live in ``configs/<name>.pbtxt``, selected with
+# ``tritonserver --model-config-name=<name>``.
 #: A version folder name: a positive integer without leading zeros (Triton's own rule).
 VERSION_RE = re.compile(r"^[1-9][0-9]*$")
 
@@ -67,10 +67,18 @@ def _latest_policy() -> mc.ModelVersionPolicy:
 
 
 def ensemble_config(spec: EnsembleSpec, profile: ExportProfile, target: str) -> mc.ModelConfig:
-    """Configuration of ``gliodeploy_ensemble`` for ``target`` (``gpu``, ``cpu`` or ``local``)."""
+    """Configuration of ``gliodeploy_ensemble`` for ``target`` (``gpu``, ``cpu`` or ``local``).
+
+    Batching is the profile's for that target. The gpu and cpu configurations carry ``model_warmup``
+    (when the profile asks for it) so Triton reports the model ready only after the first inferences
+    ran: on a GPU that is when ONNX Runtime's TensorRT provider has built (or loaded) its engine.
+    """
+    if target not in TARGETS:
+        raise ModelError(f"unknown configuration target {target!r}; expected one of {TARGETS}")
+    batching = profile.batching(target)
     cfg = mc.ModelConfig(
         name=contract.ENSEMBLE_MODEL,
-        max_batch_size=profile.max_batch_size,
+        max_batch_size=batching.max_batch_size,
         version_policy=_latest_policy(),
         input=[_tensor(mc.ModelInput, contract.INPUT_SUV, mc.TYPE_FP32, [1, *spec.grid_shape])],
         # Order = the exported graph's output order (TorchScript binds outputs by position).
@@ -80,8 +88,8 @@ def ensemble_config(spec: EnsembleSpec, profile: ExportProfile, target: str) -> 
             _tensor(mc.ModelOutput, contract.OUTPUT_LOGIT, mc.TYPE_FP32, [1]),
         ],
         dynamic_batching=mc.ModelDynamicBatching(
-            preferred_batch_size=list(profile.preferred_batch_sizes),
-            max_queue_delay_microseconds=profile.max_queue_delay_microseconds,
+            preferred_batch_size=list(batching.preferred_batch_sizes),
+            max_queue_delay_microseconds=batching.max_queue_delay_microseconds,
         ),
     )
     cfg.parameters[contract.PARAM_PREPROCESSING].string_value = spec.preprocessing_json
@@ -103,6 +111,8 @@ def ensemble_config(spec: EnsembleSpec, profile: ExportProfile, target: str) -> 
         return cfg
     cfg.backend = "onnxruntime" if spec.format == "onnx" else "pytorch"
     cfg.default_model_filename = spec.model_filename
+    if profile.warmup:
+        cfg.model_warmup.extend(warmup_entries(spec, batching.max_batch_size, batching.preferred_batch_sizes))
     if target == "cpu":
         cfg.instance_group.append(
             mc.ModelInstanceGroup(count=profile.cpu_instances, kind=mc.ModelInstanceGroup.KIND_CPU)
@@ -110,17 +120,74 @@ def ensemble_config(spec: EnsembleSpec, profile: ExportProfile, target: str) -> 
         if spec.format == "onnx" and profile.intra_op_threads:
             cfg.parameters["intra_op_thread_count"].string_value = str(profile.intra_op_threads)
         return cfg
-    if target != "gpu":
-        raise ModelError(f"unknown configuration target {target!r}; expected one of {TARGETS}")
     cfg.instance_group.append(
         mc.ModelInstanceGroup(count=profile.gpu_instances, kind=mc.ModelInstanceGroup.KIND_GPU)
     )
     if spec.format == "onnx" and profile.tensorrt:
-        trt = mc.ModelOptimizationPolicy.ExecutionAccelerators.Accelerator(name="tensorrt")
-        trt.parameters["precision_mode"] = profile.tensorrt_precision
-        trt.parameters["max_workspace_size_bytes"] = str(profile.tensorrt_workspace_bytes)
-        cfg.optimization.execution_accelerators.gpu_execution_accelerator.append(trt)
+        cfg.optimization.execution_accelerators.gpu_execution_accelerator.append(
+            tensorrt_accelerator(spec, profile)
+        )
     return cfg
+
+
+def warmup_batch_sizes(max_batch_size: int, preferred: tuple[int, ...]) -> list[int]:
+    """Batch sizes warmed up: 1 (a lone request) and every preferred size, within ``max_batch_size``."""
+    return sorted({1, *(b for b in preferred if b <= max_batch_size)})
+
+
+def warmup_entries(
+    spec: EnsembleSpec, max_batch_size: int, preferred: tuple[int, ...]
+) -> list[mc.ModelWarmup]:
+    """``model_warmup`` of the ensemble: one random-data request per :func:`warmup_batch_sizes` size.
+
+    Random rather than zero data: an all-zero scan makes the in-graph normalisation divide by zero,
+    and a warmup should take the same path as a real scan.
+    """
+    out = []
+    for size in warmup_batch_sizes(max_batch_size, preferred):
+        entry = mc.ModelWarmup(name=f"{contract.INPUT_SUV}_batch_{size}", batch_size=size, count=1)
+        entry.inputs[contract.INPUT_SUV].CopyFrom(
+            mc.ModelWarmup.Input(data_type=mc.TYPE_FP32, dims=[1, *spec.grid_shape], random_data=True)
+        )
+        out.append(entry)
+    return out
+
+
+def tensorrt_accelerator(
+    spec: EnsembleSpec, profile: ExportProfile
+) -> mc.ModelOptimizationPolicy.ExecutionAccelerators.Accelerator:
+    """The TensorRT execution accelerator of the gpu configuration (onnxruntime backend parameters).
+
+    One explicit optimization profile covers batch 1..max_batch_size (optimised for the largest
+    preferred size), so ONNX Runtime builds a single engine at warmup instead of rebuilding whenever a
+    larger batch arrives. Engines and the timing cache go to ``profile.tensorrt_cache_path``; ONNX
+    Runtime names engines by a hash of the graph, so versions sharing the folder do not collide.
+    """
+    batching = profile.batching("gpu")
+    opt = max(batching.preferred_batch_sizes, default=batching.max_batch_size)
+    item = "x".join(str(d) for d in (1, *spec.grid_shape))  # per-scan dims: channel + grid
+
+    def shape(batch: int) -> str:
+        return f"{contract.INPUT_SUV}:{batch}x{item}"
+
+    trt = mc.ModelOptimizationPolicy.ExecutionAccelerators.Accelerator(name="tensorrt")
+    params = {
+        "precision_mode": profile.tensorrt_precision,
+        "max_workspace_size_bytes": str(profile.tensorrt_workspace_bytes),
+        "trt_profile_min_shapes": shape(1),
+        "trt_profile_opt_shapes": shape(opt),
+        "trt_profile_max_shapes": shape(batching.max_batch_size),
+    }
+    if profile.tensorrt_cache_path:
+        params |= {
+            "trt_engine_cache_enable": "1",
+            "trt_engine_cache_path": profile.tensorrt_cache_path,
+            "trt_timing_cache_enable": "1",
+            "trt_timing_cache_path": profile.tensorrt_cache_path,
+        }
+    for key, value in params.items():
+        trt.parameters[key] = value
+    return trt
 
 
 def geometry_config(spec: EnsembleSpec) -> mc.ModelConfig:
