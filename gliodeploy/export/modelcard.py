@@ -82,6 +82,13 @@ def render_readme(card: dict[str, Any]) -> str:
     for direction in ("inputs", "outputs"):
         for t in card.get(direction, []):
             lines.append(f"| {direction[:-1]} | `{t['name']}` | {t['datatype']} | {t['shape']} |")
+    if card.get("runtime"):
+        rt = card["runtime"]
+        lines += [
+            "",
+            f"Runtime: ONNX IR version {rt['onnx_ir_version']}, opset {rt['onnx_opset']}; needs ONNX Runtime "
+            f">= {rt['min_onnxruntime'] or 'unknown'} (Triton container >= {rt['min_triton'] or 'unknown'}).",
+        ]
     if card.get("parity"):
         lines += ["", f"Parity vs PyTorch: max abs diff {card['parity']['max_abs_diff']:.3g}."]
     if card.get("metrics"):

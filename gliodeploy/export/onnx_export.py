@@ -16,6 +16,7 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -23,6 +24,9 @@ from torch import nn
 
 from gliodeploy import contract
 from gliodeploy.errors import InputError, ModelError
+
+if TYPE_CHECKING:
+    import onnx
 
 OPSET = 18
 #: Output names of the exported ensemble, in forward() order.
@@ -37,6 +41,18 @@ EXTERNAL_DATA_THRESHOLD = 1_500_000_000
 #: Default parity tolerances (max absolute difference on probabilities/logits).
 FP32_TOLERANCE = 1e-4
 FP16_TOLERANCE = 2e-2
+#: Which runtime reads an ONNX file: rows ``(max IR version, max ai.onnx opset, first ONNX Runtime
+#: release reading both, earliest Triton container confirmed to ship such a release)``, ascending.
+#: ONNX Runtime columns: its compatibility table (1.14 = ONNX 1.13: IR 8, opset 18; 1.15: IR 9,
+#: opset 19; 1.17: opset 20; 1.18: IR 10, opset 21). Triton column, conservative: 23.04 builds the
+#: onnxruntime backend with ONNX Runtime 1.14.1 (onnxruntime_backend README), 24.05 ships 1.18; an
+#: earlier container may do, none older than the one named is promised.
+RUNTIME_SUPPORT: tuple[tuple[int, int, str, str], ...] = (
+    (8, 18, "1.14", "23.04"),
+    (9, 19, "1.15", "24.05"),
+    (9, 20, "1.17", "24.05"),
+    (10, 21, "1.18", "24.05"),
+)
 
 
 @dataclass(frozen=True)
@@ -135,6 +151,37 @@ def module_input_shape(onnx_path: str | os.PathLike[str]) -> tuple[int, ...]:
     raise ModelError(f"{onnx_path} has no input named {contract.INPUT_SUV!r}")
 
 
+def minimal_ir_version(model: onnx.ModelProto) -> int:
+    """Lowest ONNX IR version the opsets imported by ``model`` (a ``ModelProto``) allow.
+
+    torch writes the newest IR version its onnx package knows (10 for torch 2.13), which only ONNX
+    Runtime >= 1.18 reads although opset 18 needs IR 8: stamping the minimum keeps older Triton
+    containers able to load the graph. Model-local functions need IR 8 as well.
+    """
+    import onnx.helper
+
+    ir = onnx.helper.find_min_ir_version_for(list(model.opset_import), ignore_unknown=True)
+    return max(ir, 8) if len(model.functions) else ir
+
+
+def runtime_requirements(onnx_path: str | os.PathLike[str]) -> dict[str, object]:
+    """IR version and opset of an ONNX file with the oldest ONNX Runtime and Triton that read it.
+
+    From :data:`RUNTIME_SUPPORT`; ``None`` for a runtime when the file is newer than the table knows.
+    """
+    import onnx
+
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    opset = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)
+    row = next((r for r in RUNTIME_SUPPORT if model.ir_version <= r[0] and opset <= r[1]), None)
+    return {
+        "onnx_ir_version": int(model.ir_version),
+        "onnx_opset": int(opset),
+        "min_onnxruntime": row[2] if row else None,
+        "min_triton": row[3] if row else None,
+    }
+
+
 def export_onnx(
     module: nn.Module,
     path: str | os.PathLike[str],
@@ -150,7 +197,8 @@ def export_onnx(
     ``external_data=None`` stores weights beside the graph (``<path>.data``) only when they exceed
     :data:`EXTERNAL_DATA_THRESHOLD`. ``fp16=True`` converts weights and activations to float16 but
     keeps float32 inputs/outputs (ONNX Runtime's converter), for GPUs; the tolerance is then
-    :data:`FP16_TOLERANCE`. The file appears at ``path`` only after the parity check passed.
+    :data:`FP16_TOLERANCE`. The file carries the lowest IR version its opset allows
+    (:func:`minimal_ir_version`). The file appears at ``path`` only after the parity check passed.
     """
     import onnx
 
@@ -191,6 +239,7 @@ def export_onnx(
             wrapped = OnnxModel(model)
             wrapped.topological_sort()
             model = wrapped.model
+        model.ir_version = minimal_ir_version(model)
         if use_external:  # weights beside the graph; Triton and ONNX Runtime read them from the same folder
             onnx.save_model(
                 model,

@@ -107,7 +107,7 @@ def export_models(
     temperature go into the graph's configuration and metadata.
     """
     from gliodeploy.export.ensemble import EnsembleModule
-    from gliodeploy.export.onnx_export import export_onnx, export_torchscript
+    from gliodeploy.export.onnx_export import export_onnx, export_torchscript, runtime_requirements
     from gliodeploy.serving.triton_models import GEOMETRY_MODEL, ONNX_RUNTIME_MODEL
 
     profile = profile or ExportProfile()
@@ -178,6 +178,10 @@ def export_models(
                 "format": profile.format,
                 "fp16": profile.fp16,
                 "parity": report.to_dict(),
+                # Oldest ONNX Runtime / Triton that read the graph (IR version and opset decide).
+                "runtime": runtime_requirements(ens_dir / spec.model_filename)
+                if spec.format == "onnx"
+                else None,
                 "inputs": inputs,
                 "outputs": outputs,
             },
