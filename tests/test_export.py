@@ -117,6 +117,82 @@ def test_gpu_profile_sets_tensorrt_fp16():
     assert list(cfg.dynamic_batching.preferred_batch_size) == [4, 8, 16] and cfg.max_batch_size == 16
 
 
+def test_gpu_config_is_ready_when_ready(tmp_path):
+    """TensorRT profile shapes over 1..max batch, caches on a writable path, warmup over the batch sizes,
+    per-target max_batch_size: all parsed back through Triton's ModelConfig."""
+    profile = ExportProfile.from_toml("export/gpu.toml")
+    spec = EnsembleSpec(SHAPE, 10, "onnx")
+    parsed = {}
+    for target in ("gpu", "cpu", "local"):
+        (tmp_path / f"{target}.pbtxt").write_text(config_text(ensemble_config(spec, profile, target)))
+        parsed[target] = parse_config(tmp_path / f"{target}.pbtxt")
+    gpu = parsed["gpu"]
+    trt = dict(gpu.optimization.execution_accelerators.gpu_execution_accelerator[0].parameters)
+    item = "1x32x32x21"
+    assert trt["trt_profile_min_shapes"] == f"suv:1x{item}"
+    assert trt["trt_profile_opt_shapes"] == f"suv:16x{item}"
+    assert trt["trt_profile_max_shapes"] == f"suv:16x{item}"
+    assert trt["trt_engine_cache_enable"] == trt["trt_timing_cache_enable"] == "1"
+    assert trt["trt_engine_cache_path"] == trt["trt_timing_cache_path"] == "/tmp/gliodeploy-trt-cache"
+    for target, sizes in (("gpu", [1, 4, 8, 16]), ("cpu", [1, 2])):
+        warm = parsed[target].model_warmup
+        assert [w.batch_size for w in warm] == sizes
+        assert all(list(w.inputs["suv"].dims) == [1, *SHAPE] and w.inputs["suv"].random_data for w in warm)
+    assert not parsed["local"].model_warmup  # the bundled server starts in seconds: nothing to build
+    assert [parsed[t].max_batch_size for t in ("gpu", "cpu", "local")] == [16, 2, 2]
+    assert list(parsed["cpu"].dynamic_batching.preferred_batch_size) == [2]
+    # No cache path: no cache parameters; no warmup when the profile turns it off.
+    bare = ExportProfile.from_dict({"tensorrt_cache_path": "", "warmup": False})
+    cfg = ensemble_config(spec, bare, "gpu")
+    keys = set(cfg.optimization.execution_accelerators.gpu_execution_accelerator[0].parameters)
+    assert "trt_profile_max_shapes" in keys and not any("cache" in k for k in keys)
+    assert not cfg.model_warmup
+
+
+def test_per_target_batching_defaults_and_overrides(tmp_path):
+    default = ExportProfile()
+    assert [default.batching(t).max_batch_size for t in ("gpu", "cpu", "local")] == [8, 2, 2]
+    cpu = ExportProfile.from_toml("export/cpu.toml")
+    assert cpu.batching("cpu").preferred_batch_sizes == (2, 4) and cpu.batching("local").max_batch_size == 2
+    prof = tmp_path / "p.toml"
+    prof.write_text(
+        "[batching]\nmax_batch_size = 16\npreferred_batch_sizes = [4, 8, 16]\n"
+        "[batching.cpu]\nmax_batch_size = 8\n[batching.local]\nmax_batch_size = 1\n"
+    )
+    p = ExportProfile.from_toml(prof)
+    assert p.batching("cpu").preferred_batch_sizes == (4, 8)  # the GPU's preferred sizes that fit
+    assert p.batching("local").max_batch_size == 1 and p.batching("local").preferred_batch_sizes == ()
+    assert p.to_dict()["cpu_batching"]["max_batch_size"] == 8
+    for text, match in (
+        ("[batching.cpu]\nmax_batch_size = 0\n", "batching.cpu.*max_batch_size must be >= 1"),
+        ("[batching.cpu]\nmax_batch_size = 2\npreferred_batch_sizes = [4]\n", "preferred_batch_sizes"),
+        ("[batching.local]\nbatch = 2\n", "unknown key"),
+        ('tensorrt_cache_path = "cache"\n', "absolute path"),
+    ):
+        prof.write_text(text)
+        with pytest.raises(ConfigError, match=match):
+            ExportProfile.from_toml(prof)
+
+
+def test_onnx_ir_version_is_minimal_and_recorded(tiny_repository):
+    import onnx
+    import onnx.helper
+    import onnxruntime as ort
+
+    version = tiny_repository / contract.ENSEMBLE_MODEL / "1"
+    model = onnx.load(str(version / "model.onnx"))
+    assert model.ir_version == onnx.helper.find_min_ir_version_for(list(model.opset_import), True) == 8
+    ort.InferenceSession(str(version / "model.onnx"), providers=["CPUExecutionProvider"])
+    card = json.loads((version / "metadata.json").read_text())
+    assert card["runtime"] == {
+        "onnx_ir_version": 8,
+        "onnx_opset": 18,
+        "min_onnxruntime": "1.14",
+        "min_triton": "23.04",
+    }
+    assert "ONNX Runtime >= 1.14 (Triton container >= 23.04)" in (version / "README.md").read_text()
+
+
 def test_profile_errors(tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text("max_batch_size = 2\npreferred_batch_sizes = [4]\n")
