@@ -451,7 +451,14 @@ def test_compose_verifies_before_triton_starts() -> None:
     verify, triton = services["verify"], services["triton"]
     assert verify["command"] == ["gliodeploy", "verify", "/models"]
     assert triton["depends_on"]["verify"]["condition"] == "service_completed_successfully"
-    assert verify["volumes"] == triton["volumes"] == ["../model_repository:/models:ro"]  # the same bytes
+    assert verify["volumes"] == ["../model_repository:/models:ro"] == triton["volumes"][:1]  # the same bytes
+    # TensorRT engines survive restarts: a named volume on the gpu profile's cache path.
+    from gliodeploy.export.profiles import ExportProfile
+
+    cache = ExportProfile.from_toml(DOCKER.parent / "export" / "gpu.toml").tensorrt_cache_path
+    assert f"trt-cache:{cache}" in triton["volumes"] and cache in (DOCKER / "Dockerfile.triton").read_text()
+    start = triton["healthcheck"]["start_period"]
+    assert start.endswith("s") and int(start[:-1]) >= 600  # READY waits for the warmup's engine build
     assert verify["image"] == triton["image"] and verify.get("restart") == "no"
     assert "--model-repository=/models" in triton["command"]
     dockerfile = (DOCKER / "Dockerfile.triton").read_text()
