@@ -6,7 +6,18 @@ from pathlib import Path
 
 import typer
 
-from gliodeploy.errors import ConfigError
+from gliodeploy.client.cli import (
+    ALLOW_INSECURE,
+    CA_FILE,
+    HEADER,
+    PROTO,
+    RETRIES,
+    SSL,
+    TIMEOUT,
+    TOKEN_FILE,
+    Protocol,
+)
+from gliodeploy.errors import ConfigError, ModelError
 
 
 def export(
@@ -68,17 +79,73 @@ def export(
 
 def verify(
     repository: Path = typer.Argument(..., help="Triton model repository written by `gliodeploy export`."),
+    server: str | None = typer.Option(
+        None,
+        "--server",
+        help="Also send the latest version's reference cases to the server at this host[:port] or "
+        "http(s)://host[:port] (any backend serving REPOSITORY) and compare its answers with PyTorch's.",
+    ),
+    tolerance: float | None = typer.Option(
+        None,
+        "--tolerance",
+        help="With --server: largest allowed |difference| of any probability (ensemble or fold) "
+        "[default: 1e-4, 2e-2 for an FP16 export]. Use 2e-2 for an FP32 export run by TensorRT in FP16. "
+        "A decision flip at the operating point fails whatever the tolerance.",
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON document instead of text."),
+    protocol: Protocol = PROTO,
+    timeout: float = TIMEOUT,
+    retries: int = RETRIES,
+    ssl: bool = SSL,
+    ca_file: Path | None = CA_FILE,
+    header: list[str] | None = HEADER,
+    token_file: Path | None = TOKEN_FILE,
+    allow_insecure: bool = ALLOW_INSECURE,
 ) -> None:
-    """Check every file Triton loads or a client trusts against the repository's checksums.
+    """Check every file Triton loads or a client trusts against the repository's checksums and, with
+    --server, that a running server answers the reference cases as the trained models did.
 
-    Every config.pbtxt and configs/*.pbtxt and every version file must match the root SHA256SUMS (and
-    its version's own); nothing export did not write may be there (extra model folder, stray file,
-    __pycache__, symlink, staging folder); configurations parse, file parameters stay inside their
-    version folder, and the published threshold/preprocessing equal the version's metadata. Exits
-    non-zero naming the first problem.
+    Every config.pbtxt and configs/*.pbtxt and every version file (reference cases included) must
+    match the root SHA256SUMS (and its version's own); nothing export did not write may be there (extra
+    model folder, stray file, __pycache__, symlink, staging folder); configurations parse, file
+    parameters stay inside their version folder, and the published threshold/preprocessing equal the
+    version's metadata. Exits non-zero naming the first problem.
+
+    With --server URL, the latest version's reference cases (preprocessed scans stored at export with
+    PyTorch's fold and ensemble probabilities) are sent to the server; it fails (exit 4, a table of the
+    cases) when any probability differs by more than the tolerance or any decision at the version's
+    operating point differs, or when the server publishes another threshold or model checksum.
     """
+    import json
+
+    from gliodeploy import contract
     from gliodeploy.export.modelcard import verify_repository
 
     found = verify_repository(repository)
-    for model, versions in found.items():
-        typer.echo(f"{model}: versions {', '.join(map(str, versions))} OK")
+    lines = [f"{model}: versions {', '.join(map(str, versions))} OK" for model, versions in found.items()]
+    if server is None:
+        doc = {"repository": str(repository), "ok": True, "versions": found}
+        typer.echo(json.dumps(doc, indent=2) if as_json else "\n".join(lines))
+        return
+    from gliodeploy.client.cli import _client
+    from gliodeploy.export.reference import check_server, results_table
+
+    version = max(found[contract.ENSEMBLE_MODEL])
+    args = (timeout, retries, ssl, ca_file, header, token_file, allow_insecure)
+    with _client(server, protocol, contract.ENSEMBLE_MODEL, str(version), *args) as client:
+        check = check_server(
+            repository / contract.ENSEMBLE_MODEL / str(version), version, client, tolerance=tolerance
+        )
+    if as_json:
+        typer.echo(
+            json.dumps({"repository": str(repository), "versions": found, **check.to_dict()}, indent=2)
+        )
+    else:
+        typer.echo("\n".join(lines))
+        typer.echo(results_table(check.results, check.tolerance))
+        for problem in check.problems:
+            typer.echo(f"problem: {problem}")
+        if check.ok:
+            typer.echo(check.summary())
+    if not check.ok:
+        raise ModelError(check.summary())

@@ -90,7 +90,21 @@ def render_readme(card: dict[str, Any]) -> str:
             f">= {rt['min_onnxruntime'] or 'unknown'} (Triton container >= {rt['min_triton'] or 'unknown'}).",
         ]
     if card.get("parity"):
-        lines += ["", f"Parity vs PyTorch: max abs diff {card['parity']['max_abs_diff']:.3g}."]
+        parity = card["parity"]
+        same = (
+            f"; same decisions at threshold {parity['decision_threshold']:.4g}"
+            if parity.get("decision_threshold") is not None
+            else ""
+        )
+        lines += ["", f"Parity vs PyTorch: max abs diff {parity['max_abs_diff']:.3g}{same}."]
+    if card.get("reference_cases"):
+        ref = card["reference_cases"]
+        lines += [
+            "",
+            f"Reference cases: `{ref['file']}` holds {len(ref['cases'])} preprocessed scans with PyTorch's "
+            f"fold and ensemble probabilities; `gliodeploy verify REPO --server URL` checks a running server "
+            f"gives them within {ref['tolerance']:g} and the same decisions.",
+        ]
     if card.get("metrics"):
         lines += [
             "",

@@ -3,8 +3,9 @@
 ONNX goes through ``torch.onnx.export(dynamo=True)`` at opset 18 with only the batch dimension
 dynamic: some architectures (ACS convolutions) freeze size-dependent branches at export time, so
 the spatial shape must stay the exported one. Every export is followed by a parity check that runs
-the written file in ONNX Runtime (or ``torch.jit.load``) against eager PyTorch; above the tolerance
-the export fails with :class:`~gliodeploy.errors.ModelError` and the file is not kept.
+the written file in ONNX Runtime (or ``torch.jit.load``) against eager PyTorch; above the tolerance,
+or when a decision at the operating point differs from PyTorch's, the export fails with
+:class:`~gliodeploy.errors.ModelError` and the file is not kept.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import shutil
 import tempfile
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -24,6 +25,7 @@ from torch import nn
 
 from gliodeploy import contract
 from gliodeploy.errors import InputError, ModelError
+from gliodeploy.export.reference import FP16_TOLERANCE, FP32_TOLERANCE, decisions
 
 if TYPE_CHECKING:
     import onnx
@@ -38,9 +40,8 @@ OUTPUT_NAMES: tuple[str, str, str] = (
 #: Above this many parameter bytes the weights go to an external ``<file>.data`` (protobuf's hard
 #: limit is 2 GiB; staying well under it leaves room for the graph itself).
 EXTERNAL_DATA_THRESHOLD = 1_500_000_000
-#: Default parity tolerances (max absolute difference on probabilities/logits).
-FP32_TOLERANCE = 1e-4
-FP16_TOLERANCE = 2e-2
+# Default parity tolerances (max absolute difference on probabilities/logits): FP32_TOLERANCE and
+# FP16_TOLERANCE (gliodeploy.export.reference), shared with `gliodeploy verify --server`.
 #: Which runtime reads an ONNX file: rows ``(max IR version, max ai.onnx opset, first ONNX Runtime
 #: release reading both, earliest Triton container confirmed to ship such a release)``, ascending.
 #: ONNX Runtime columns: its compatibility table (1.14 = ONNX 1.13: IR 8, opset 18; 1.15: IR 9,
@@ -63,6 +64,10 @@ class ParityReport:
     per_output: dict[str, float]
     n_inputs: int
     tolerance: float
+    #: Threshold at which every decision was checked equal to PyTorch's (None: not checked).
+    threshold: float | None = None
+    #: PyTorch's outputs on the parity inputs (the reference cases are taken from them).
+    expected: dict[str, np.ndarray] = field(default_factory=dict, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, object]:
         """JSON-friendly form (stored in the model card)."""
@@ -71,6 +76,8 @@ class ParityReport:
             "per_output": self.per_output,
             "n_inputs": self.n_inputs,
             "tolerance": self.tolerance,
+            "decision_threshold": self.threshold,
+            "decisions_equal": self.threshold is not None,
         }
 
 
@@ -100,8 +107,39 @@ def torch_outputs(module: nn.Module, inputs: np.ndarray) -> dict[str, np.ndarray
     return {name: t.detach().cpu().numpy() for name, t in zip(OUTPUT_NAMES, out, strict=True)}
 
 
+def check_decisions(
+    expected: dict[str, np.ndarray], got: dict[str, np.ndarray], threshold: float, what: str
+) -> None:
+    """Refuse a graph whose decision at ``threshold`` differs from PyTorch's on any parity input.
+
+    Probabilities within the tolerance can still sit on both sides of the threshold: the served
+    decision is what a clinician reads, so any flip fails the export, naming each flipped input.
+    """
+    want = decisions(expected[contract.OUTPUT_PROBABILITY], threshold)
+    have = decisions(got[contract.OUTPUT_PROBABILITY], threshold)
+    flipped = np.flatnonzero(want != have)
+    if flipped.size == 0:
+        return
+    p_want = expected[contract.OUTPUT_PROBABILITY].reshape(-1)
+    p_have = got[contract.OUTPUT_PROBABILITY].reshape(-1)
+    names = contract.LABEL_NAMES
+    detail = "; ".join(
+        f"scan {i}: PyTorch {p_want[i]:.7f} ({names[want[i]]}), exported {p_have[i]:.7f} ({names[have[i]]})"
+        for i in flipped
+    )
+    raise ModelError(
+        f"{what} changes the decision at the operating point (threshold {threshold:.6g}) on "
+        f"{flipped.size} of {want.size} parity scans: {detail}; nothing was published"
+    )
+
+
 def _compare(
-    expected: dict[str, np.ndarray], got: dict[str, np.ndarray], n: int, tol: float, what: str
+    expected: dict[str, np.ndarray],
+    got: dict[str, np.ndarray],
+    n: int,
+    tol: float,
+    what: str,
+    threshold: float | None = None,
 ) -> ParityReport:
     per_output = {}
     for name, ref in expected.items():
@@ -116,13 +154,28 @@ def _compare(
             f"{what} does not match PyTorch: max abs difference {worst:.3g} > tolerance {tol:g} "
             f"({', '.join(f'{k}={v:.3g}' for k, v in per_output.items())})"
         )
-    return ParityReport(max_abs_diff=worst, per_output=per_output, n_inputs=n, tolerance=tol)
+    if threshold is not None:
+        check_decisions(expected, got, threshold, what)
+    return ParityReport(
+        max_abs_diff=worst,
+        per_output=per_output,
+        n_inputs=n,
+        tolerance=tol,
+        threshold=threshold,
+        expected=expected,
+    )
 
 
 def onnx_parity(
-    onnx_path: str | os.PathLike[str], module: nn.Module, inputs: np.ndarray, *, tolerance: float
+    onnx_path: str | os.PathLike[str],
+    module: nn.Module,
+    inputs: np.ndarray,
+    *,
+    tolerance: float,
+    threshold: float | None = None,
 ) -> ParityReport:
-    """Run ``onnx_path`` in ONNX Runtime (CPU) and eager ``module`` on ``inputs``; raise above ``tolerance``.
+    """Run ``onnx_path`` in ONNX Runtime (CPU) and eager ``module`` on ``inputs``; raise above ``tolerance``
+    or, with a ``threshold``, when any decision at it differs from PyTorch's.
 
     Inputs are fed one at a time *and* as one batch, so a graph whose batch dimension was frozen at
     export fails here rather than in Triton.
@@ -135,8 +188,9 @@ def onnx_parity(
     batched = dict(zip(OUTPUT_NAMES, sess.run(list(OUTPUT_NAMES), {contract.INPUT_SUV: arr}), strict=True))
     single = [sess.run(list(OUTPUT_NAMES), {contract.INPUT_SUV: arr[i : i + 1]}) for i in range(len(arr))]
     one_by_one = {name: np.concatenate([s[k] for s in single]) for k, name in enumerate(OUTPUT_NAMES)}
-    report = _compare(expected, batched, len(arr), tolerance, f"ONNX model {onnx_path} (batched)")
-    _compare(expected, one_by_one, len(arr), tolerance, f"ONNX model {onnx_path} (batch of 1)")
+    what = f"ONNX model {onnx_path}"
+    report = _compare(expected, batched, len(arr), tolerance, f"{what} (batched)", threshold)
+    _compare(expected, one_by_one, len(arr), tolerance, f"{what} (batch of 1)", threshold)
     return report
 
 
@@ -191,6 +245,7 @@ def export_onnx(
     fp16: bool = False,
     tolerance: float | None = None,
     external_data: bool | None = None,
+    threshold: float | None = None,
 ) -> ParityReport:
     """Export ``module`` (input ``suv`` ``[B,1,*input_shape]``) to ``path`` and check it.
 
@@ -198,7 +253,8 @@ def export_onnx(
     :data:`EXTERNAL_DATA_THRESHOLD`. ``fp16=True`` converts weights and activations to float16 but
     keeps float32 inputs/outputs (ONNX Runtime's converter), for GPUs; the tolerance is then
     :data:`FP16_TOLERANCE`. The file carries the lowest IR version its opset allows
-    (:func:`minimal_ir_version`). The file appears at ``path`` only after the parity check passed.
+    (:func:`minimal_ir_version`). With ``threshold`` (the operating point), every decision on the
+    parity inputs must equal PyTorch's too. The file appears at ``path`` only after the checks passed.
     """
     import onnx
 
@@ -251,7 +307,7 @@ def export_onnx(
         else:
             onnx.save_model(model, str(tmp_onnx))
         onnx.checker.check_model(str(tmp_onnx))
-        report = onnx_parity(tmp_onnx, module, arr, tolerance=tol)
+        report = onnx_parity(tmp_onnx, module, arr, tolerance=tol, threshold=threshold)
         for produced in sorted(Path(tmp).iterdir()):
             os.replace(produced, path.parent / produced.name)
     return report
@@ -264,8 +320,10 @@ def export_torchscript(
     input_shape: Sequence[int],
     parity_inputs: np.ndarray,
     tolerance: float = FP32_TOLERANCE,
+    threshold: float | None = None,
 ) -> ParityReport:
-    """Trace ``module`` with ``torch.jit.trace`` to ``path`` and check it against eager PyTorch.
+    """Trace ``module`` with ``torch.jit.trace`` to ``path`` and check it against eager PyTorch
+    (probabilities within ``tolerance``; with ``threshold``, the same decisions).
 
     TorchScript is deprecated upstream (torch warns on use) and kept only for Triton's PyTorch
     (libtorch) backend; ONNX is the default. Tracing keeps the batch dimension dynamic for these
@@ -292,8 +350,9 @@ def export_torchscript(
             single = {
                 n: np.concatenate([s[k].numpy() for s in got_single]) for k, n in enumerate(OUTPUT_NAMES)
             }
-            report = _compare(expected, batched, len(arr), tolerance, f"TorchScript model {path} (batched)")
-            _compare(expected, single, len(arr), tolerance, f"TorchScript model {path} (batch of 1)")
+            what = f"TorchScript model {path}"
+            report = _compare(expected, batched, len(arr), tolerance, f"{what} (batched)", threshold)
+            _compare(expected, single, len(arr), tolerance, f"{what} (batch of 1)", threshold)
             os.replace(tmp_file, path)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)

@@ -28,6 +28,7 @@ from gliodeploy.export.integrity import model_checksum_json
 from gliodeploy.export.modelcard import package_versions, write_card
 from gliodeploy.export.profiles import ExportProfile
 from gliodeploy.export.publish import RepositoryUpdate
+from gliodeploy.export.reference import REFERENCE_CASES, REFERENCE_FILE, storable, write_reference_cases
 from gliodeploy.export.repository import MODELS, EnsembleSpec, write_configs
 from gliodeploy.preprocessing import PreprocessConfig
 
@@ -43,7 +44,9 @@ class ExportResult:
     operating_point: dict[str, Any]
 
 
-def synthetic_parity_inputs(cfg: PreprocessConfig, *, n: int = 2, seed: int = 1234) -> np.ndarray:
+def synthetic_parity_inputs(
+    cfg: PreprocessConfig, *, n: int = REFERENCE_CASES, seed: int = 1234
+) -> np.ndarray:
     """``n`` synthetic FDOPA scans run through the real loader and preprocess(): ``[n, 1, X, Y, Z]``.
 
     The brain-cut guard is relaxed: these volumes only exercise the exported graph, and a synthetic
@@ -104,7 +107,10 @@ def export_models(
 
     ``operating_point`` (an :class:`~gliodeploy.evaluation.operating_point.OperatingPoint` dict, see
     :func:`resolve_operating_point`) becomes the version's decision rule: its threshold and
-    temperature go into the graph's configuration and metadata.
+    temperature go into the graph's configuration and metadata. The exported graph must give PyTorch's
+    probabilities (tolerance) and decisions at that threshold on the parity scans, else nothing is
+    published; those scans (rounded to float16 first, so the file can store them exactly) and PyTorch's
+    answers become the version's reference cases (:mod:`gliodeploy.export.reference`).
     """
     from gliodeploy.export.ensemble import EnsembleModule
     from gliodeploy.export.onnx_export import export_onnx, export_torchscript, runtime_requirements
@@ -129,6 +135,7 @@ def export_models(
     with RepositoryUpdate(repo) as update:  # first: a repository export cannot update fails fast
         if parity_inputs is None:
             parity_inputs = synthetic_parity_inputs(cfg)
+        parity_inputs = storable(parity_inputs)
         version = update.version
         staged = {m: update.staging / m / str(version) for m in MODELS}
         for folder in staged.values():
@@ -141,6 +148,7 @@ def export_models(
                 input_shape=spec.grid_shape,
                 parity_inputs=parity_inputs,
                 fp16=profile.fp16,
+                threshold=threshold,
             )
             shutil.copyfile(ONNX_RUNTIME_MODEL, ens_dir / "model.py")
         else:
@@ -149,7 +157,11 @@ def export_models(
                 ens_dir / spec.model_filename,
                 input_shape=spec.grid_shape,
                 parity_inputs=parity_inputs,
+                threshold=threshold,
             )
+        references = write_reference_cases(
+            ens_dir, parity_inputs, report.expected, threshold, fp16=profile.fp16
+        )
         inputs, outputs = _tensor_specs(spec)
         common = {
             "version": version,
@@ -178,6 +190,11 @@ def export_models(
                 "format": profile.format,
                 "fp16": profile.fp16,
                 "parity": report.to_dict(),
+                "reference_cases": {
+                    "file": REFERENCE_FILE,
+                    "tolerance": references.default_tolerance,
+                    "cases": references.summary(),
+                },
                 # Oldest ONNX Runtime / Triton that read the graph (IR version and opset decide).
                 "runtime": runtime_requirements(ens_dir / spec.model_filename)
                 if spec.format == "onnx"
