@@ -42,6 +42,10 @@ PARAM_OPERATING_POINT = "gliodeploy_operating_point"
 #: ``SHA256SUMS`` file (which pins every file of that version: graph, model.py, metadata.json) and the
 #: gliodeploy that exported it. Clients copy it into each prediction's audit trail.
 PARAM_MODEL_CHECKSUM = "gliodeploy_model_checksum"
+#: JSON ``{"engine": ..., "precision": ...}`` of the python-backend (``local``) configuration: the CPU
+#: engine/precision the version was exported with (gliodeploy.runtime.engines); ``gliodeploy serve``
+#: publishes the one it runs, with ``"auto"``'s reason when chosen by measurement.
+PARAM_CPU_RUNTIME = "gliodeploy_cpu_runtime"
 
 
 def describe_operating_point(op: dict) -> str:

@@ -15,6 +15,7 @@ policy keeps them paired) and rewrites every configuration, all published togeth
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Callable
@@ -108,6 +109,8 @@ def ensemble_config(spec: EnsembleSpec, profile: ExportProfile, target: str) -> 
         )
         cfg.parameters["onnx_file"].string_value = spec.model_filename
         cfg.parameters["intra_op_thread_count"].string_value = str(profile.intra_op_threads)
+        runtime = {"engine": profile.cpu_engine, "precision": profile.cpu_precision}
+        cfg.parameters[contract.PARAM_CPU_RUNTIME].string_value = json.dumps(runtime, sort_keys=True)
         return cfg
     cfg.backend = "onnxruntime" if spec.format == "onnx" else "pytorch"
     cfg.default_model_filename = spec.model_filename
