@@ -75,6 +75,13 @@ class ExportProfile:
     warmup: bool = True
     cpu_batching: Batching | None = None
     local_batching: Batching | None = None
+    #: Engine and precision of the bundled server's python-backend model and of ``gliodeploy predict``
+    #: (``onnxruntime``/``openvino``/``auto``; ``fp32``/``bf16``/``int8``/``auto``): see
+    #: :mod:`gliodeploy.runtime.engines`. ``int8`` or ``auto`` also writes ``model.int8.onnx``,
+    #: calibrated on ``int8_calibration_scans`` training scans of the run.
+    cpu_engine: str = "onnxruntime"
+    cpu_precision: str = "fp32"
+    int8_calibration_scans: int = 16
 
     def batching(self, target: str) -> Batching:
         """Batching of configuration ``target`` (``gpu``, ``cpu`` or ``local``)."""
@@ -112,6 +119,7 @@ class ExportProfile:
         for key in ("gpu_instances", "cpu_instances"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"profile {self.name!r}: {key} must be >= 1")
+        _check_cpu_runtime(self)
         if self.fp16 and self.format != "onnx":
             raise ConfigError(f"profile {self.name!r}: fp16 export is only available for format='onnx'")
 
@@ -200,6 +208,23 @@ class ExportProfile:
         for target in ("cpu", "local"):
             out[f"{target}_batching"] = self.batching(target).to_dict()
         return out
+
+
+def _check_cpu_runtime(profile: ExportProfile) -> None:
+    from gliodeploy.runtime.engines import check_names
+
+    try:
+        check_names(profile.cpu_engine, profile.cpu_precision)
+    except ConfigError as exc:
+        raise ConfigError(f"profile {profile.name!r}: cpu_engine/cpu_precision: {exc}") from None
+    if profile.cpu_engine == "onnxruntime" and profile.cpu_precision == "bf16":
+        raise ConfigError(
+            f'profile {profile.name!r}: ONNX Runtime has no bf16 CPU kernels; use cpu_engine = "openvino"'
+        )
+    if profile.int8_calibration_scans < 1:
+        raise ConfigError(f"profile {profile.name!r}: int8_calibration_scans must be >= 1")
+    if profile.cpu_engine != "onnxruntime" and profile.format != "onnx":
+        raise ConfigError(f"profile {profile.name!r}: cpu_engine {profile.cpu_engine!r} needs format onnx")
 
 
 def _int_list(value: Any, source: str, key: str) -> tuple[int, ...]:
