@@ -382,3 +382,41 @@ def test_edited_decision_parameters_are_refused(tiny_repository, tmp_path, targe
     for command in ("verify", "serve"):  # serve verifies before starting Triton: never served
         code, err = _exit_code([command, str(repo)], capsys)
         assert code != 0 and "differs from version 1" in err and "Traceback" not in err
+
+
+def test_export_refuses_a_decision_flip_and_publishes_nothing(
+    tiny_run, tiny_repository, ensemble, scans, tmp_path, monkeypatch, capsys
+):
+    """A constructed flip: an FP16 graph (within its 2e-2 tolerance of PyTorch) and a threshold placed
+    between its probability and PyTorch's on one parity scan. The export must fail with a clear
+    message and leave the existing repository byte for byte as it was."""
+    import onnxruntime as ort
+
+    from gliodeploy.export.reference import storable
+
+    x = storable(scans)
+    export_onnx(ensemble, tmp_path / "half.onnx", input_shape=SHAPE, parity_inputs=x, fp16=True)
+    sess = ort.InferenceSession(str(tmp_path / "half.onnx"), providers=["CPUExecutionProvider"])
+    p_half = float(sess.run(["probability"], {"suv": x})[0][0, 0])
+    p_torch = float(torch_outputs(ensemble, x)["probability"][0, 0])
+    assert p_half != p_torch
+    threshold = (p_half + p_torch) / 2
+
+    repo = tmp_path / "repo"
+    shutil.copytree(tiny_repository, repo, ignore=shutil.ignore_patterns("__pycache__"))
+    before = {p.relative_to(repo): p.read_bytes() for p in sorted(repo.rglob("*")) if p.is_file()}
+    profile = tmp_path / "fp16.toml"
+    profile.write_text("fp16 = true\n")
+    monkeypatch.setattr("gliodeploy.export.pipeline.synthetic_parity_inputs", lambda cfg: x)
+    argv = ["export", str(tiny_run), "--out", str(repo), "--profile", str(profile)]
+    code, err = _exit_code([*argv, "--threshold", repr(threshold)], capsys)
+    assert code == ModelError.exit_code and err.startswith("error: ") and "Traceback" not in err
+    assert "changes the decision at the operating point" in err and "scan 0: PyTorch" in err
+    assert "nothing was published" in err
+    after = {p.relative_to(repo): p.read_bytes() for p in sorted(repo.rglob("*")) if p.is_file()}
+    assert after == before and sorted(p.name for p in tmp_path.iterdir() if "staging" in p.name) == []
+    # the same FP16 graph with the threshold away from its outputs exports fine
+    code, err = _exit_code([*argv, "--threshold", "0.05"], capsys)
+    assert code == 0, err
+    card = json.loads((repo / contract.ENSEMBLE_MODEL / "2" / "metadata.json").read_text())
+    assert card["parity"]["decision_threshold"] == 0.05 and card["reference_cases"]["tolerance"] == 2e-2
