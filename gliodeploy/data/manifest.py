@@ -43,6 +43,8 @@ REQUIRED_COLUMNS: tuple[str, ...] = ("subject", "image", "label", "scanner", "si
 #: Optional numeric columns handed to ``gliodeploy.io.load_pet`` as keyword arguments.
 SUV_COLUMNS: tuple[str, ...] = ("weight_kg", "injected_dose_bq")
 SPLITS: tuple[str, ...] = ("train", "test")
+#: ``ManifestRow.label`` of a row without a label (only with ``read_manifest(require_labels=False)``).
+NO_LABEL = -1
 #: Optional reader lesion location columns (see the module docstring).
 READER_POINT_COLUMN = "lesion_mm"
 READER_VOI_COLUMN = "lesion_voi"
@@ -143,7 +145,12 @@ def _fmt(items: list[str], limit: int = 10) -> str:
 
 
 def read_manifest(
-    path: str | Path, *, n_folds: int | None = None, require_train: bool = True, check_files: bool = True
+    path: str | Path,
+    *,
+    n_folds: int | None = None,
+    require_train: bool = True,
+    check_files: bool = True,
+    require_labels: bool = True,
 ) -> Manifest:
     """Read and validate a manifest.
 
@@ -153,6 +160,8 @@ def read_manifest(
             must hold at least this many subjects (else stratified K-fold cannot put one in each fold).
         require_train: raise when no row has ``split == "train"``.
         check_files: raise when image files/folders or ``lesion_voi`` files are missing (all listed).
+        require_labels: when False, the ``label`` column may be absent or empty (``NO_LABEL``): scans to
+            predict, not to score.
 
     Raises:
         InputError: unreadable file, missing image files.
@@ -169,7 +178,7 @@ def read_manifest(
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise InputError(f"cannot read manifest {path}: {exc}") from exc
 
-    missing_cols = [c for c in REQUIRED_COLUMNS if c not in columns]
+    missing_cols = [c for c in REQUIRED_COLUMNS if c not in columns and (require_labels or c != "label")]
     if missing_cols:
         raise ConfigError(
             f"manifest {path} lacks column(s) {', '.join(missing_cols)} "
@@ -184,8 +193,10 @@ def read_manifest(
         subject = rec["subject"]
         if (problem := subject_problem(subject)) is not None:
             problems.append(f"line {line}: {problem}")
-        label_text = rec["label"]
-        if label_text not in ("0", "1", "0.0", "1.0"):
+        label_text = rec.get("label", "")
+        if not require_labels and label_text == "":
+            label_text = str(NO_LABEL)
+        elif label_text not in ("0", "1", "0.0", "1.0"):
             problems.append(f"line {line} ({subject}): label {label_text!r} is not 0 (TRC) or 1 (recurrence)")
             continue
         split = rec["split"].lower()
