@@ -137,6 +137,28 @@ def learning_curve_summary(results_dir: Path) -> str:
     return "\n".join(out)
 
 
+GPU_NOT_RUN = """## GPU check: not run
+
+`bash bench/gpu_check.sh` (ONNX Runtime CUDA / TensorRT at batch 1 / 8 / 32 for the 10-fold CNN3D
+ensemble at 128x128x82, TensorRT FP16 against FP32 on reference cases, a bf16 AMP training step per
+architecture; under 10 minutes) has **not been run**: no GPU has been available to this project's
+sessions yet. Its CPU smoke run is part of the tests (`tests/test_gpu_check.py`). The GPU goal
+(ensemble p50 below 20 ms at batch 1 end to end through Triton on an H100/H200-class GPU) is therefore
+unverified. After a run, copy its `gpu_check.json` to `bench/results/` and re-render.
+"""
+
+
+def gpu_section(results_dir: Path) -> str:
+    """The GPU check's section (``bench/gpu_check.sh``), or a statement that it has not been run."""
+    path = results_dir / "gpu_check.json"
+    if not path.is_file():
+        return GPU_NOT_RUN
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    if doc.get("quick"):  # a CPU smoke run proves the script works, not the GPU figures
+        return GPU_NOT_RUN
+    return render_section(doc)
+
+
 def render(results_dir: Path) -> str:
     """BENCHMARKS.md from every saved result, in suite order."""
     parts = [HEADER]
@@ -147,6 +169,7 @@ def render(results_dir: Path) -> str:
         else:
             rerun = f".venv/bin/python bench/run_benchmarks.py --only {name}"
             parts.append(f"## {name}\n\nNot run yet: `{rerun}`\n")
+    parts.append(gpu_section(results_dir))
     learning = sorted(results_dir.glob("learning_*.md"))
     if learning:  # bench/bench_learning.py: trains models (an hour or more), run on its own
         parts.append(
