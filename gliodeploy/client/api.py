@@ -58,6 +58,17 @@ class ModelInfo:
     #: ``gliodeploy_model_checksum``: ``{"version", "sha256sums_sha256", "gliodeploy"}`` of the version
     #: the configuration was exported with; None for models exported before it was published.
     checksum: dict[str, Any] | None = None
+    #: ``gliodeploy_cpu_runtime``: ``{"engine", "precision"}`` running the python-backend model (with
+    #: ``"auto"``: why, when chosen by measurement); None for configurations that do not publish it.
+    cpu_runtime: dict[str, Any] | None = None
+
+    def runtime_text(self) -> str:
+        """``openvino/bf16 (auto: ...)``, or ``not published`` (native backends, older exports)."""
+        rt = self.cpu_runtime
+        if not rt:
+            return "not published by this configuration"
+        text = f"{rt.get('engine', '?')}/{rt.get('precision', '?')}"
+        return f"{text} ({rt['auto']})" if rt.get("auto") else text
 
     def operating_point_text(self) -> str:
         """The operating point in one line (or the bare threshold for older exports)."""
@@ -555,6 +566,8 @@ def parse_model_info(
         operating_point = json.loads(_param(config, contract.PARAM_OPERATING_POINT, name)) if op_raw else None
         checksum_raw = params.get(contract.PARAM_MODEL_CHECKSUM)
         checksum = json.loads(_param(config, contract.PARAM_MODEL_CHECKSUM, name)) if checksum_raw else None
+        runtime_raw = params.get(contract.PARAM_CPU_RUNTIME)
+        cpu_runtime = json.loads(_param(config, contract.PARAM_CPU_RUNTIME, name)) if runtime_raw else None
     except ValueError as exc:
         raise InvalidResponseError(
             f"model {name!r}: unreadable gliodeploy parameter in its config: {exc}"
@@ -595,6 +608,7 @@ def parse_model_info(
         server={k: server[k] for k in ("name", "version") if k in server},
         operating_point=operating_point,
         checksum=checksum,
+        cpu_runtime=cpu_runtime if isinstance(cpu_runtime, dict) else None,
     )
 
 

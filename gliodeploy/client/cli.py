@@ -389,7 +389,7 @@ def info(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Show the model: versions, folds, operating point (decision threshold, how it was chosen, expected
-    sensitivity/specificity), model grid and preprocessing."""
+    sensitivity/specificity), CPU engine and precision, model grid and preprocessing."""
     with _client(
         url,
         protocol,
@@ -414,6 +414,7 @@ def info(
         f"  folds: {mi.folds if mi.folds is not None else 'dynamic'}; "
         f"input: {mi.input_datatype} [B, 1, {', '.join(map(str, mi.grid_shape))}]\n"
         f"  operating point: {mi.operating_point_text()}\n"
+        f"  CPU engine: {mi.runtime_text()}\n"
         f"  preprocessing: spacing {pre.get('spacing')} mm, shape {pre.get('shape')}, "
         f"normalization {pre.get('normalization')}"
     )
