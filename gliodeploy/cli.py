@@ -39,10 +39,16 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("serve", "gliodeploy.serving.commands", "serve"),
     ("predict", "gliodeploy.predict.commands", "predict"),
     ("demo", "gliodeploy.demo", "demo"),
+    ("sweep", "gliodeploy.cluster.commands", "sweep"),  # a group: sweep run / status / cache / finalize
+    ("pack-env", "gliodeploy.cluster.commands", "pack_env"),
 ]
 
 for _name, _module, _attr in COMMANDS:
-    app.command(_name)(getattr(importlib.import_module(_module), _attr))
+    _obj = getattr(importlib.import_module(_module), _attr)
+    if isinstance(_obj, typer.Typer):
+        app.add_typer(_obj, name=_name)
+    else:
+        app.command(_name)(_obj)
 
 
 @app.callback()
