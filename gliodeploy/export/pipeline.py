@@ -114,6 +114,7 @@ def export_models(
     """
     from gliodeploy.export.ensemble import EnsembleModule
     from gliodeploy.export.onnx_export import export_onnx, export_torchscript, runtime_requirements
+    from gliodeploy.runtime.engines import export_int8
     from gliodeploy.serving.triton_models import GEOMETRY_MODEL, ONNX_RUNTIME_MODEL
 
     profile = profile or ExportProfile()
@@ -151,7 +152,9 @@ def export_models(
                 threshold=threshold,
             )
             shutil.copyfile(ONNX_RUNTIME_MODEL, ens_dir / "model.py")
+            int8 = export_int8(ens_dir / spec.model_filename, plans, profile)  # CPU precision int8/auto
         else:
+            int8 = None
             report = export_torchscript(
                 ensemble,
                 ens_dir / spec.model_filename,
@@ -190,6 +193,7 @@ def export_models(
                 "format": profile.format,
                 "fp16": profile.fp16,
                 "parity": report.to_dict(),
+                "int8": int8,
                 "reference_cases": {
                     "file": REFERENCE_FILE,
                     "tolerance": references.default_tolerance,
