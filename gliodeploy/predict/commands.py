@@ -48,7 +48,20 @@ def predict(
         "auto", "--device", help="auto (CUDA when onnxruntime-gpu sees a GPU, else CPU), cpu or cuda."
     ),
     threads: int = typer.Option(
-        0, "--threads", min=0, help="ONNX Runtime intra-op threads (0: one per physical core)."
+        0, "--threads", min=0, help="Engine intra-op threads (0: one per physical core)."
+    ),
+    engine: str = typer.Option(
+        "",
+        "--engine",
+        envvar="GLIODEPLOY_CPU_ENGINE",
+        help="onnxruntime, openvino or auto (measured on the version's reference cases) "
+        "[default: the version's exported choice].",
+    ),
+    precision: str = typer.Option(
+        "",
+        "--precision",
+        envvar="GLIODEPLOY_CPU_PRECISION",
+        help="fp32, bf16 (OpenVINO, AMX/AVX512-BF16 CPUs), int8 or auto [default: the exported choice].",
     ),
     workers: int = typer.Option(
         2, "--workers", "-j", min=1, help="Threads reading and preprocessing the next scans during inference."
@@ -61,7 +74,8 @@ def predict(
     """Predict P(recurrence) vs treatment-related change for each scan, in-process, without a server.
 
     Verifies REPOSITORY (as `gliodeploy verify`), then runs the ensemble version's ONNX graph with
-    ONNX Runtime, with the version's preprocessing and operating point (threshold, decision): the
+    ONNX Runtime or OpenVINO (--engine, --precision), with the version's preprocessing and operating
+    point (threshold, decision): the
     answers of `gliodeploy-client predict` against `gliodeploy serve REPOSITORY`, with the same
     reading, SUV options, outputs and exit codes. The next scans are read while the model runs.
     Exit code 0 only if every scan was predicted.
@@ -78,10 +92,19 @@ def predict(
     if series_uid:
         load_kwargs["series_uid"] = series_uid
     scans = discover_scans(paths)
-    predictor = OfflinePredictor(repository, version=model_version, device=device, threads=threads)
+    predictor = OfflinePredictor(
+        repository,
+        version=model_version,
+        device=device,
+        threads=threads,
+        engine=engine or None,
+        precision=precision or None,
+    )
     info = predictor.info
     if not quiet:
         typer.echo(f"running {predictor.describe()}", err=True)
+        if predictor.auto is not None:
+            typer.echo(f"auto engine: {predictor.auto.reason}", err=True)
     if not quiet and sys.stderr.isatty() and len(scans) > 1:
         from rich.console import Console
         from rich.progress import Progress

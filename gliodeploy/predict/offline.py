@@ -44,7 +44,6 @@ from gliodeploy.errors import ConfigError, GliodeployError, ModelError
 #: ``device`` choices: ``auto`` puts CUDA first when onnxruntime-gpu sees a GPU, else CPU.
 DEVICES = ("auto", "cpu", "cuda")
 _OUTPUTS = [contract.OUTPUT_PROBABILITY, contract.OUTPUT_FOLD_PROBABILITIES, contract.OUTPUT_LOGIT]
-_ORT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
 
 
 def select_providers(device: str, available: Sequence[str]) -> list[str]:
@@ -79,13 +78,15 @@ def model_info_from_metadata(
     version: int,
     versions: Sequence[int],
     checksum: dict[str, Any] | None = None,
+    cpu_runtime: dict[str, Any] | None = None,
 ) -> ModelInfo:
     """:class:`ModelInfo` from a version's ``metadata.json``, through the client's own checks.
 
     The metadata is shaped into the KServe metadata / Triton config a server would publish for this
     version and parsed by :func:`gliodeploy.client.api.parse_model_info`, so a model the client would
     refuse is refused here too. ``checksum`` is the version's model checksum
-    (:func:`gliodeploy.export.integrity.model_checksum`), published as a server publishes it.
+    (:func:`gliodeploy.export.integrity.model_checksum`), published as a server publishes it;
+    ``cpu_runtime`` the engine/precision that runs it (as ``gliodeploy serve`` publishes it).
     """
     params = {
         contract.PARAM_THRESHOLD: {"string_value": repr(float(metadata.get("threshold", "nan")))},
@@ -95,6 +96,8 @@ def model_info_from_metadata(
         params[contract.PARAM_OPERATING_POINT] = {"string_value": json.dumps(metadata["operating_point"])}
     if checksum:
         params[contract.PARAM_MODEL_CHECKSUM] = {"string_value": json.dumps(checksum)}
+    if cpu_runtime:
+        params[contract.PARAM_CPU_RUNTIME] = {"string_value": json.dumps(cpu_runtime, sort_keys=True)}
     meta = {
         "name": contract.ENSEMBLE_MODEL,
         "versions": [str(v) for v in versions],
@@ -106,6 +109,15 @@ def model_info_from_metadata(
 
     server = {"name": "onnxruntime", "version": ort.__version__}
     return parse_model_info(meta, {"parameters": params}, server, requested_version=str(version))
+
+
+def resolve_engine(
+    version_dir: Path, engine: str, precision: str, threads: int, providers: Sequence[str]
+) -> tuple[Any, Any]:
+    """(engine, auto decision or None) for a version (:func:`gliodeploy.runtime.engines.resolve_version`)."""
+    from gliodeploy.runtime.engines import resolve_version as resolve_engine_version
+
+    return resolve_engine_version(version_dir, engine, precision, threads=threads, providers=providers)
 
 
 @dataclass
@@ -121,12 +133,14 @@ class _Prepared:
 
 
 class OfflinePredictor:
-    """Run one exported ``gliodeploy_ensemble`` version in-process with ONNX Runtime.
+    """Run one exported ``gliodeploy_ensemble`` version in-process (ONNX Runtime or OpenVINO).
 
     ``version`` None/"" = the latest version (the one the server serves); ``device`` is one of
-    :data:`DEVICES`; ``threads`` = ONNX Runtime intra-op threads (0: ONNX Runtime's default, one per
-    physical core). Raises :class:`~gliodeploy.errors.ModelError` for a repository that fails
-    verification or a version that is not an ONNX export.
+    :data:`DEVICES`; ``threads`` = intra-op threads (0: the engine's default, one per physical core);
+    ``engine``/``precision`` (:mod:`gliodeploy.runtime.engines`; None = the version's exported
+    choice, ``auto`` = chosen by measurement on the version's reference cases). Raises
+    :class:`~gliodeploy.errors.ModelError` for a repository that fails verification or a version
+    that is not an ONNX export, :class:`~gliodeploy.errors.ConfigError` for a choice that cannot run.
     """
 
     def __init__(
@@ -136,11 +150,14 @@ class OfflinePredictor:
         version: str | int | None = None,
         device: str = "auto",
         threads: int = 0,
+        engine: str | None = None,
+        precision: str | None = None,
     ) -> None:
         import onnxruntime as ort
 
         from gliodeploy.export.integrity import model_checksum
         from gliodeploy.export.modelcard import verify_repository
+        from gliodeploy.runtime.engines import check_names
 
         if threads < 0:
             raise ConfigError(f"threads must be >= 0, got {threads}")
@@ -159,67 +176,57 @@ class OfflinePredictor:
                 f"{self.version_dir}: a {self.metadata.get('format')} export; gliodeploy predict runs ONNX "
                 "graphs (export with --format onnx)"
             )
+        exported = self.metadata.get("profile") or {}
+        engine = engine or exported.get("cpu_engine", "onnxruntime")
+        precision = precision or exported.get("cpu_precision", "fp32")
+        check_names(engine, precision)
+        if engine != "onnxruntime" and "CUDAExecutionProvider" in providers:
+            if device == "cuda":
+                raise ConfigError(f"--device cuda runs ONNX Runtime only, not engine {engine!r}")
+            engine = "onnxruntime"  # device auto found a GPU: ONNX Runtime's CUDA provider, float32
+            precision = "fp32"
+        self.onnx_path = self.version_dir / "model.onnx"  # the file the served model.py runs
+        self.engine, self.auto = resolve_engine(self.version_dir, engine, precision, threads, providers)
+        self.providers: list[str] = list(self.engine.providers)
+        cpu_runtime = {**self.engine.choice.to_dict(), **({"auto": self.auto.reason} if self.auto else {})}
         try:
             # The digest of the SHA256SUMS just verified: what a server on this repository publishes.
             checksum = model_checksum(self.version_dir, self.version)
-            self.info = model_info_from_metadata(self.metadata, self.version, found, checksum)
+            self.info = model_info_from_metadata(self.metadata, self.version, found, checksum, cpu_runtime)
         except InvalidResponseError as exc:
             raise ModelError(f"{meta_path}: {exc}") from None
-        self.onnx_path = self.version_dir / "model.onnx"  # the file the served model.py runs
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = int(threads)
-        options.inter_op_num_threads = 1  # as the served model: one graph at a time, threads inside ops
-        options.log_severity_level = 3  # a CUDA provider that cannot start falls back to CPU quietly
-        try:
-            self.session = ort.InferenceSession(
-                str(self.onnx_path), sess_options=options, providers=providers
-            )
-        except Exception as exc:  # onnxruntime raises its own exception types for unloadable graphs
-            raise ModelError(f"ONNX Runtime cannot load {self.onnx_path}: {exc}") from None
-        self.providers: list[str] = list(self.session.get_providers())
-        self._input_dtype = self._check_graph()
-
-    def _check_graph(self) -> type:
-        inputs = {i.name: i for i in self.session.get_inputs()}
-        outputs = {o.name for o in self.session.get_outputs()}
-        suv = inputs.get(contract.INPUT_SUV)
-        missing = [o for o in _OUTPUTS if o not in outputs]
-        if suv is None or missing or suv.type not in _ORT_TYPES:
-            raise ModelError(
-                f"{self.onnx_path}: expected input {contract.INPUT_SUV!r} (float) and outputs {_OUTPUTS}; "
-                f"got inputs {sorted(inputs)}, outputs {sorted(outputs)}"
-            )
-        dims = [d if isinstance(d, int) else None for d in suv.shape[2:]]
+        shape = getattr(self.engine, "input_shape", [None] * 5)[2:]
+        dims = [d if isinstance(d, int) else None for d in shape]
         if any(d is not None and d != g for d, g in zip(dims, self.info.grid_shape, strict=False)):
             raise ModelError(
                 f"{self.onnx_path}: input grid {dims} differs from the metadata's "
                 f"{list(self.info.grid_shape)}"
             )
-        return _ORT_TYPES[suv.type]
 
     def describe(self) -> str:
-        """``gliodeploy_ensemble v2 from REPO, in-process on CPUExecutionProvider (onnxruntime 1.x)``."""
+        """``gliodeploy_ensemble v2 from REPO, in-process with onnxruntime 1.x fp32``"""
         return (
-            f"{self.info.name} v{self.version} from {self.repository}, in-process on "
-            f"{self.providers[0]} (onnxruntime {self.info.server.get('version', '?')})"
+            f"{self.info.name} v{self.version} from {self.repository}, in-process with "
+            f"{self.engine.describe()}"
         )
 
     def runtime(self) -> dict[str, Any]:
-        """JSON-ready facts about the run: repository, version, ONNX file, providers."""
+        """JSON-ready facts about the run: repository, version, ONNX file, engine, providers."""
         return {
             "mode": "offline",
             "repository": str(self.repository),
             "version": self.version,
-            "onnx": str(self.onnx_path),
+            "onnx": str(self.engine.path),
             "providers": self.providers,
+            "engine": self.engine.facts(),
+            "auto": self.auto.to_dict() if self.auto else None,
             "onnxruntime": self.info.server.get("version"),
         }
 
     # -- inference ---------------------------------------------------------------------------------
     def infer(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         """Run the graph on ``[B, 1, X, Y, Z]`` model-grid SUV; returns the three named outputs."""
-        feed = {contract.INPUT_SUV: np.ascontiguousarray(batch, dtype=self._input_dtype)}
-        return dict(zip(_OUTPUTS, self.session.run(_OUTPUTS, feed), strict=True))
+        return self.engine.run(batch)
 
     def _predict_prepared(self, item: _Prepared) -> Prediction:
         t = time.perf_counter()

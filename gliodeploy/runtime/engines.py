@@ -387,22 +387,25 @@ def choose_auto(
             Candidate(choice, why is None, why or "passed", 1000 * statistics.median(times), diff, flips)
         )
     passed = sorted((c for c in results if c.accepted), key=lambda c: c.p50_ms or 0.0)
-    rejected = [c for c in results if not c.accepted and c.choice.precision != "fp32"]
+    # Ran but failed the guard (a decision flip, too large a difference) vs could not run here.
+    rejected = [c for c in results if not c.accepted and c.p50_ms is not None]
+    unusable = [c for c in results if not c.accepted and c.p50_ms is None]
     why_not = "; ".join(f"{c.choice}: {c.reason}" for c in rejected)
     common = {"threshold": threshold, "tolerance": tolerance, "n_cases": len(inputs), "candidates": results}
     if not passed:
-        return AutoDecision(
-            REFERENCE, f"no candidate passed ({why_not or 'none ran'}): float32 graph", **common
-        )
+        why = f"no candidate passed ({why_not or 'none ran'}): the float32 graph"
+        return AutoDecision(REFERENCE, why, **common)
     best = passed[0]
     text = (
         f"{best.choice}: fastest passing candidate ({best.p50_ms:.0f} ms/scan, max probability "
         f"difference {best.max_abs_diff:.2g}, no decision flip on {len(inputs)} reference cases)"
     )
-    if best.choice.precision == "fp32" and rejected:
+    if best.choice.precision == "fp32" and any(c.choice.precision != "fp32" for c in rejected):
         text = f"fell back to float32, {text}; rejected: {why_not}"
     elif rejected:
-        text += f"; not usable: {why_not}"
+        text += f"; rejected: {why_not}"
+    if unusable:
+        text += f"; not available here: {', '.join(str(c.choice) for c in unusable)}"
     return AutoDecision(best.choice, text, **common)
 
 
@@ -468,3 +471,62 @@ def resolve(
         model_path, decision.choice, threads=threads, providers=providers
     )
     return chosen, decision
+
+
+def resolve_version(
+    version_dir: str | Path,
+    engine: str,
+    precision: str,
+    *,
+    threads: int = 0,
+    providers: Sequence[str] = ("CPUExecutionProvider",),
+    model_file_name: str = "model.onnx",
+    tolerance: float = PROBABILITY_TOLERANCE,
+) -> tuple[Engine, AutoDecision | None]:
+    """:func:`resolve` on an exported version; ``auto`` measures on its reference cases.
+
+    The reference cases (``reference_cases.npz``, :mod:`gliodeploy.export.reference`) hold scans
+    closest to the operating point first, with the float32 (PyTorch) probabilities and the threshold:
+    exactly the guard's inputs. A version without them cannot use ``auto``.
+    """
+    version_dir = Path(version_dir)
+    cases = None
+    if AUTO in (engine, precision):
+        from gliodeploy.export.reference import load_reference_cases
+
+        try:
+            cases = load_reference_cases(version_dir)
+        except ModelError as exc:
+            raise ConfigError(f"auto engine/precision: {exc}; or choose the engine and precision") from None
+    return resolve(
+        version_dir / model_file_name,
+        engine,
+        precision,
+        threads=threads,
+        providers=providers,
+        inputs=None if cases is None else cases.inputs(),
+        reference=None if cases is None else cases.probability,
+        threshold=0.5 if cases is None else cases.threshold,
+        tolerance=tolerance,
+    )
+
+
+def export_int8(model_path: str | Path, plans: dict[str, Any], profile: Any) -> dict[str, Any] | None:
+    """At export: write ``model.int8.onnx`` beside ``model_path`` when the profile's CPU precision is
+    ``int8`` or ``auto``, calibrated on the run's training scans; return its facts for the model card.
+
+    ``auto`` without reachable training scans (e.g. a run moved without its data) exports no int8
+    graph, says so, and ``auto`` then chooses among the others; ``int8`` asked explicitly fails.
+    """
+    if getattr(profile, "cpu_precision", "fp32") not in ("int8", AUTO) or profile.format != "onnx":
+        return None
+    from gliodeploy.runtime.quantize import calibration_scans, quantize_int8
+
+    try:
+        scans = calibration_scans(plans, n=profile.int8_calibration_scans)
+    except ConfigError as exc:
+        if profile.cpu_precision == "int8":
+            raise
+        log.warning("no int8 graph: %s", exc)
+        return {"skipped": str(exc)}
+    return quantize_int8(model_path, model_file(model_path, "int8"), scans)

@@ -65,8 +65,8 @@ def quantize_int8(fp32_path: str | Path, out_path: str | Path, calibration: np.n
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
             calibrate_method=CalibrationMethod.MinMax,
-            # Ranges reduced after every scan: full-size activations of all scans never sit in memory.
-            extra_options={"CalibMaxIntermediateOutputs": 1},
+            # Ranges reduced every few scans: full-size activations of all scans never sit in memory.
+            extra_options={"CalibMaxIntermediateOutputs": _flush_every(len(cases))},
         )
     finally:
         root.setLevel(level)
@@ -79,6 +79,15 @@ def quantize_int8(fp32_path: str | Path, out_path: str | Path, calibration: np.n
         "calibration_scans": int(cases.shape[0]),
         "quantize_linear_nodes": ops.count("QuantizeLinear"),
     }
+
+
+def _flush_every(n: int) -> int:
+    """Smallest k >= 2 not dividing ``n``: ONNX Runtime's calibrator fails ("No data is collected") when
+    its last flush leaves nothing, i.e. when k divides the number of scans."""
+    k = 2
+    while n % k == 0:
+        k += 1
+    return k
 
 
 def calibration_scans(
