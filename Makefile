@@ -3,7 +3,7 @@
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
-EXTRAS ?= client,train,export,serve,dev
+EXTRAS ?= client,train,export,serve,openvino,dev
 
 .PHONY: setup demo test lint format bench clean
 
