@@ -51,6 +51,18 @@ def evaluate(
     gradcam_layer: str | None = typer.Option(
         None, "--gradcam-layer", help="Layer for --localisation (default: the explain default layer)."
     ),
+    artifact: Path | None = typer.Option(
+        None,
+        "--artifact",
+        help="Evaluate the model exported from RUN_DIR into this Triton model repository instead: its "
+        "ONNX graph runs as `gliodeploy predict` runs it, beside the PyTorch folds on the same test scans "
+        "(max |dp| per fold and ensemble, decisions at the version's operating point, AUC of both when "
+        "every test scan has a label; labels may be empty). Writes OUT/artifact.json, artifact.md and "
+        "artifact_predictions.csv (default OUT: RUN_DIR/evaluation/artifact-vN); changes nothing in the run.",
+    ),
+    model_version: str = typer.Option(
+        "", "--model-version", help="With --artifact: the version to evaluate [default: the latest]."
+    ),
 ) -> None:
     """Evaluate trained runs: validation (out-of-fold) and external-test metrics with 95 % bootstrap CIs,
     the TBRmax baseline side by side, and a self-contained HTML report.
@@ -59,7 +71,12 @@ def evaluate(
     are the mean probability of the fold models on the manifest's split == "test" scans. Each run's
     operating point (decision threshold + expected sensitivity/specificity, chosen on its OOF
     predictions only) is written to RUN_DIR/operating_point.json for `gliodeploy export`.
+
+    With --artifact REPO, the exported model is evaluated instead (see that option).
     """
+    if artifact is not None:
+        _evaluate_artifact(run_dirs, artifact, model_version, manifest, out, cache)
+        return
     from gliodeploy.data.manifest import read_manifest
     from gliodeploy.errors import InputError, ModelError
     from gliodeploy.evaluation import inference
@@ -176,5 +193,46 @@ def evaluate(
         )
         for note in entry.get("diagnosis", []):
             typer.echo(f"[{entry['name']}] warning: {note}")
+    for kind, path in paths.items():
+        typer.echo(f"{kind}: {path}")
+
+
+def _evaluate_artifact(
+    run_dirs: list[Path],
+    repository: Path,
+    version: str,
+    manifest: Path | None,
+    out: Path | None,
+    cache: Path | None,
+) -> None:
+    """``gliodeploy evaluate RUN --artifact REPO``: the exported version beside the PyTorch folds."""
+    from gliodeploy.data.manifest import read_manifest
+    from gliodeploy.errors import InputError
+    from gliodeploy.evaluation.artifact import compare_artifact, summary_lines, write_artifact_report
+    from gliodeploy.training.rundir import RunDir
+
+    if len(run_dirs) != 1:
+        raise InputError(f"--artifact compares one run with its export; got {len(run_dirs)} runs")
+    run = RunDir(run_dirs[0])
+    plans = run.plans()
+    manifest_path = manifest or (Path(plans["manifest"]) if plans.get("manifest") else None)
+    if manifest_path is None:
+        raise InputError(f"{run.path}/plans.json names no manifest: pass --manifest")
+    cohort = read_manifest(manifest_path, require_train=False, require_labels=False)
+    if not cohort.test:
+        raise InputError(f"manifest {manifest_path} has no rows with split == 'test': nothing to evaluate")
+    typer.echo(f"running the exported model and the PyTorch folds on {len(cohort.test)} test scans")
+    comparison = compare_artifact(
+        run.path,
+        repository,
+        cohort.test,
+        manifest=str(cohort.path),
+        cache_root=cache or cohort.path.parent / "cache",
+        version=version or None,
+    )
+    doc = comparison.to_dict()
+    paths = write_artifact_report(doc, out or run.path / "evaluation" / f"artifact-v{comparison.version}")
+    for line in summary_lines(doc):
+        typer.echo(line)
     for kind, path in paths.items():
         typer.echo(f"{kind}: {path}")
