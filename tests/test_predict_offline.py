@@ -142,7 +142,7 @@ def test_cli_json_csv_text_without_torch(
     assert (
         head.startswith("gliodeploy_ensemble v1: operating point threshold 0.5") and "P(recurrence)=" in line
     )
-    assert "in-process on CPUExecutionProvider" in proc.stderr
+    assert "in-process with onnxruntime" in proc.stderr and "fp32 (CPUExecutionProvider)" in proc.stderr
 
 
 def test_single_bad_scan_exits_with_its_own_code(repo: Path, corrupt: Path) -> None:
