@@ -241,7 +241,10 @@ def check_tolerance(tolerance: float | None, cases: ReferenceCases) -> float:
 def results_table(results: list[CaseResult], tolerance: float) -> str:
     """Plain text table of the cases (one line each), for people."""
     names = contract.LABEL_NAMES
-    head = f"{'case':<12} {'margin':>8} {'expected p':>11} {'served p':>11} {'max |dp|':>9}  decision"
+    head = (
+        f"{'case':<12} {'margin':>8} {'expected p':>11} {'served p':>11} {'max |dp|':>9}  "
+        f"{'status':<12} decision"
+    )
     lines = [head]
     for r in results:
         decision = names[r.expected_decision]
@@ -250,7 +253,7 @@ def results_table(results: list[CaseResult], tolerance: float) -> str:
         status = "ok" if r.ok else ("FAIL" if r.flipped else f"FAIL > {tolerance:g}")
         lines.append(
             f"{r.case:<12} {r.margin:>8.4f} {r.expected:>11.6f} {r.got:>11.6f} {r.max_abs_diff:>9.2g}  "
-            f"{decision}  {status}"
+            f"{status:<12} {decision}"
         )
     return "\n".join(lines)
 
