@@ -172,3 +172,35 @@ def test_client_info_shows_the_served_engine(triton_server) -> None:  # noqa: AN
     res = CliRunner().invoke(app, ["info", "--url", triton_server.http_url])
     assert res.exit_code == 0, res.output
     assert "CPU engine: onnxruntime/fp32" in res.output
+
+
+@pytest.mark.server
+@needs_openvino
+def test_serve_resolves_auto_and_publishes_the_engine(tiny_repository: Path) -> None:
+    """What `gliodeploy serve --cpu-engine auto --cpu-precision auto` does, through the real server."""
+    import tritonclient.http as httpclient
+
+    from gliodeploy.client.api import GliodeployClient
+    from gliodeploy.export.modelcard import verify_repository
+    from gliodeploy.serving import TritonServer
+    from gliodeploy.serving.cpu_runtime import choose_served_runtime, publish_runtime
+
+    def prepare(served: Path) -> None:
+        publish_runtime(served, "local", choose_served_runtime(served, "local", "auto", "auto"))
+
+    cases = load_reference_cases(tiny_repository / contract.ENSEMBLE_MODEL / "1")
+    with TritonServer(
+        tiny_repository, verify=verify_repository, prepare=prepare, startup_timeout=90
+    ) as server:
+        with GliodeployClient(server.http_url) as client:
+            runtime = client.info().cpu_runtime
+        assert runtime and runtime["engine"] in engines.ENGINES and runtime["auto"].startswith("auto: ")
+        http = httpclient.InferenceServerClient(server.http_url)
+        x = cases.inputs()[:1]
+        inp = httpclient.InferInput(contract.INPUT_SUV, list(x.shape), "FP32")
+        inp.set_data_from_numpy(x)
+        got = http.infer(contract.ENSEMBLE_MODEL, [inp]).as_numpy(contract.OUTPUT_PROBABILITY)
+    assert abs(float(got.ravel()[0]) - float(cases.probability[0])) <= PROBABILITY_TOLERANCE
+    # The user's repository is untouched: the choice lives in the served copy only.
+    local = (tiny_repository / contract.ENSEMBLE_MODEL / "configs" / "local.pbtxt").read_text()
+    assert '"engine": "onnxruntime"' in local.replace('\\"', '"')

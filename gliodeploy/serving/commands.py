@@ -34,6 +34,19 @@ def serve(
     exit_timeout: int = typer.Option(
         3, "--exit-timeout", min=0, help="Seconds in-flight requests get to finish when stopping."
     ),
+    cpu_engine: str = typer.Option(
+        "",
+        "--cpu-engine",
+        envvar="GLIODEPLOY_CPU_ENGINE",
+        help="onnxruntime, openvino or auto (measured on the version's reference cases before serving) "
+        "[default: the version's exported choice]. Local configuration only.",
+    ),
+    cpu_precision: str = typer.Option(
+        "",
+        "--cpu-precision",
+        envvar="GLIODEPLOY_CPU_PRECISION",
+        help="fp32, bf16 (OpenVINO, AMX/AVX512-BF16 CPUs), int8 or auto [default: the exported choice].",
+    ),
 ) -> None:
     """Verify REPOSITORY, then serve it with the Triton server bundled in nvidia-pytriton until stopped.
 
@@ -50,23 +63,38 @@ def serve(
 
     from rich.console import Console
 
-    from gliodeploy.errors import ServerError
+    from gliodeploy.errors import ConfigError, ServerError
     from gliodeploy.export.modelcard import verify_repository
+    from gliodeploy.serving.cpu_runtime import choose_served_runtime, publish_runtime
     from gliodeploy.serving.server import ServerStopRequested, TritonServer
 
+    name = None if config_name == "gpu" else config_name
+
+    def prepare(served: Path) -> None:
+        """Choose the CPU engine on the verified copy (auto: by measurement) and publish it there."""
+        try:
+            runtime = choose_served_runtime(served, config_name, cpu_engine or None, cpu_precision or None)
+        except ConfigError as exc:  # name the user's repository, not the private copy
+            raise ConfigError(str(exc).replace(str(served), str(repository))) from None
+        if runtime:
+            publish_runtime(served, config_name, runtime)
+            chosen.append(runtime)
+
+    chosen: list[dict] = []
     server = TritonServer(
         repository,
         http_port=http_port,
         grpc_port=grpc_port,
         host=host,
         metrics=metrics,
-        model_config_name=None if config_name == "gpu" else config_name,
+        model_config_name=name,
         startup_timeout=startup_timeout,
         log_file=log_file,
         snapshot=True,
         verify=verify_repository,
         admin_api=allow_admin_api,
         exit_timeout=exit_timeout,
+        prepare=prepare,
     )
     received: list[int] = []
 
@@ -95,6 +123,12 @@ def serve(
             f"  (API: {'full' if allow_admin_api else 'inference, health, metadata'}; Ctrl-C to stop)",
             err=True,
         )
+        for runtime in chosen:
+            typer.echo(
+                f"CPU engine: {runtime['engine']}/{runtime['precision']}"
+                + (f" ({runtime['auto']})" if runtime.get("auto") else ""),
+                err=True,
+            )
         if server.metrics_url:
             typer.echo(f"metrics: {server.metrics_url}", err=True)
         code = server.wait()

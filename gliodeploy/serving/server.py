@@ -186,6 +186,8 @@ class TritonServer:
     ``admin_api=False`` restricts the API to health, metadata, model configuration and inference; the
     library default keeps the full API (tests and benchmarks read statistics), ``gliodeploy serve``
     restricts it. ``exit_timeout`` bounds Triton's graceful shutdown (``--exit-timeout-secs``).
+    ``prepare`` is called on the verified private copy before the server starts (``gliodeploy serve``
+    writes the CPU engine it chose into the served configuration there); it needs ``snapshot=True``.
     """
 
     def __init__(
@@ -204,8 +206,12 @@ class TritonServer:
         verify: Callable[[Path], object] | None = None,
         admin_api: bool = True,
         exit_timeout: int = 3,
+        prepare: Callable[[Path], object] | None = None,
     ) -> None:
         self.repo = Path(repo).resolve()
+        if prepare is not None and not snapshot:
+            raise ServerError("prepare edits what is served: it needs snapshot=True, never the user's files")
+        self.prepare = prepare
         if not self.repo.is_dir():
             raise ServerError(f"model repository not found: {self.repo}")
         self.host = host
@@ -362,6 +368,8 @@ class TritonServer:
                 self._served = self._copy_snapshot(self._tmp / "repository")
             if self.verify is not None:
                 self._run_verify()
+            if self.prepare is not None:  # after verification, on the private copy only
+                self.prepare(self.served_repository)
             backends = self._backend_dir(install, self._tmp)
             self._check_stop()
             main = threading.current_thread() is threading.main_thread()
