@@ -33,6 +33,7 @@ BENCHMARKS: dict[str, str] = {
     "preprocessing": "bench_preprocessing",
     "models": "bench_models",
     "ensemble": "bench_ensemble",
+    "cpu_engines": "bench_cpu_engines",
     "serving": "bench_serving",
     "client": "bench_client",
     "compression": "bench_compression",
@@ -170,6 +171,8 @@ def render(results_dir: Path) -> str:
             rerun = f".venv/bin/python bench/run_benchmarks.py --only {name}"
             parts.append(f"## {name}\n\nNot run yet: `{rerun}`\n")
     parts.append(gpu_section(results_dir))
+    if (results_dir / "distill.json").is_file():  # bench/bench_distill.py: needs a trained run
+        parts.append(render_section(json.loads((results_dir / "distill.json").read_text(encoding="utf-8"))))
     learning = sorted(results_dir.glob("learning_*.md"))
     if learning:  # bench/bench_learning.py: trains models (an hour or more), run on its own
         parts.append(
