@@ -105,6 +105,8 @@ def test_tampered_or_missing_reference_cases_are_refused(repo: Path, tmp_path: P
 def test_bad_tolerance_is_a_clear_error(repo: Path, capsys) -> None:
     code, _, err = _cli(["verify", str(repo), "--server", "127.0.0.1:9", "--tolerance", "2"], capsys)
     assert code == ConfigError.exit_code and "--tolerance must be in (0, 1)" in err
+    code, _, err = _cli(["verify", str(repo), "--tolerance", "1e-3"], capsys)
+    assert code == ConfigError.exit_code and "--server" in err
 
 
 @pytest.mark.server

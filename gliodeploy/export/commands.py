@@ -121,6 +121,8 @@ def verify(
     from gliodeploy import contract
     from gliodeploy.export.modelcard import verify_repository
 
+    if server is None and tolerance is not None:
+        raise ConfigError("--tolerance applies to the reference cases sent with --server URL")
     found = verify_repository(repository)
     lines = [f"{model}: versions {', '.join(map(str, versions))} OK" for model, versions in found.items()]
     if server is None:
