@@ -34,6 +34,7 @@ BENCHMARKS: dict[str, str] = {
     "models": "bench_models",
     "ensemble": "bench_ensemble",
     "cpu_engines": "bench_cpu_engines",
+    "cpu_guard": "bench_cpu_guard",
     "serving": "bench_serving",
     "client": "bench_client",
     "compression": "bench_compression",
