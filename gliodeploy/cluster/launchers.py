@@ -119,6 +119,7 @@ class SlurmLauncher:
         for name, ks in folds.items():
             exp = plan.experiment(name)
             out = plan.log_dir / name / f"fold_%a.r{round_}.%A.log"
+            out.parent.mkdir(parents=True, exist_ok=True)  # Slurm does not create it: the job would die
             script = self._script(plan, "train", f"{name}-r{round_}", plan.train_argv(exp, _FOLD), out)
             options = [f"--array={','.join(map(str, ks))}"]
             if after:  # never pending forever behind a failed cache job
