@@ -29,7 +29,7 @@ pytestmark = [
     pytest.mark.slow,
     pytest.mark.filterwarnings("ignore:.*brain mask lies outside the model grid:UserWarning"),
 ]
-EPOCHS = 10
+EPOCHS = 8
 PROFILE = """\
 [jobs]
 device = "cpu"

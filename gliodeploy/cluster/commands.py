@@ -115,11 +115,13 @@ def finalize_job(
     round_: int = typer.Option(0, "--round", min=0, help="Resubmission round that just ended (0 = first)."),
 ) -> None:
     """Job step after a round of fold jobs: resubmit unfinished folds, or assemble OOF and evaluate."""
+    import os
+
     from gliodeploy.cluster.launchers import make_launcher
     from gliodeploy.cluster.sweep import finalize, load_plan
 
     plan = load_plan(sweep_dir)
-    result = finalize(plan, round_, make_launcher(plan))
+    result = finalize(plan, round_, make_launcher(plan, running_job=os.environ.get("SLURM_JOB_ID")))
     typer.echo(f"{plan.path}: round {round_}: {result['state']}")
     if result["state"] == "failed":
         for line in result["errors"]:

@@ -7,13 +7,14 @@ through the same launcher.
 
 from __future__ import annotations
 
+import os
 import shlex
 import shutil
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from gliodeploy.cluster.sweep import SweepPlan, finalize
+from gliodeploy.cluster.sweep import Experiment, SweepPlan, finalize
 from gliodeploy.errors import ConfigError, GliodeployError, ModelError
 
 _FOLD = "@FOLD@"  # stands for the array task id in a Slurm script
@@ -32,10 +33,9 @@ class LocalLauncher:
         if jobs < 1:
             raise ConfigError(f"--jobs must be >= 1 (got {jobs})")
         self.jobs = jobs
+        self._next: tuple[int, dict[str, list[int]]] | None = None
 
     def _process(self, plan: SweepPlan, argv: list[str], log: Path, **event: object) -> int:
-        import os
-
         log.parent.mkdir(parents=True, exist_ok=True)
         with open(log, "ab") as fh:
             proc = subprocess.Popen(
@@ -47,30 +47,37 @@ class LocalLauncher:
         return code
 
     def start(self, plan: SweepPlan) -> None:
-        """Cache, every fold, finalize (and resubmissions), in order; returns when the sweep has ended."""
+        """Cache, every fold, finalize, resubmitted rounds, in order; returns when the sweep has ended."""
         if self._process(plan, plan.cache_argv(), plan.log_dir / "cache.log", kind="cache") != 0:
             raise ModelError(f"the cache job failed; see {plan.log_dir / 'cache.log'}")
-        self.submit_round(plan, 0, {e.name: list(range(e.folds)) for e in plan.experiments})
+        os.environ.update(plan.profile.env)  # finalize runs in this process, as a job would
+        todo: tuple[int, dict[str, list[int]]] | None = (
+            0,
+            {e.name: list(range(e.folds)) for e in plan.experiments},
+        )
+        while todo is not None:
+            round_, folds = todo
+            self._next = None
+            self._train(plan, round_, folds)
+            finalize(plan, round_, self)  # calls submit_round when folds are left
+            todo = self._next
 
     def submit_round(self, plan: SweepPlan, round_: int, folds: dict[str, list[int]]) -> None:
-        """Train ``folds`` (experiment name -> fold numbers), then run this round's finalize."""
+        """Queue round ``round_`` (experiment name -> fold numbers); :meth:`start` runs it next."""
+        self._next = (round_, folds)
+
+    def _train(self, plan: SweepPlan, round_: int, folds: dict[str, list[int]]) -> None:
         tasks = [(plan.experiment(name), k) for name, ks in folds.items() for k in ks]
-        with ThreadPoolExecutor(self.jobs) as pool:
-            list(
-                pool.map(
-                    lambda t: self._process(
-                        plan,
-                        plan.train_argv(t[0], t[1]),
-                        plan.log_dir / t[0].name / f"fold_{t[1]}.r{round_}.log",
-                        kind="train",
-                        experiment=t[0].name,
-                        fold=t[1],
-                        round=round_,
-                    ),
-                    tasks,
-                )
+
+        def one(task: tuple[Experiment, int]) -> int:
+            exp, k = task
+            log = plan.log_dir / exp.name / f"fold_{k}.r{round_}.log"
+            return self._process(
+                plan, plan.train_argv(exp, k), log, kind="train", experiment=exp.name, fold=k, round=round_
             )
-        finalize(plan, round_, self)
+
+        with ThreadPoolExecutor(self.jobs) as pool:
+            list(pool.map(one, tasks))
 
 
 class SlurmLauncher:
@@ -78,8 +85,9 @@ class SlurmLauncher:
     fold), and the round's finalize job (``afterany`` on the arrays, so a failed or cancelled fold
     still lets it run and resubmit)."""
 
-    def __init__(self, sbatch: str = "sbatch") -> None:
+    def __init__(self, sbatch: str = "sbatch", running_job: str | None = None) -> None:
         self.sbatch = sbatch
+        self.running_job = running_job  # the finalize job that submits a resubmission round
 
     def _script(self, plan: SweepPlan, kind: str, name: str, argv: list[str], output: Path) -> str:
         lines = ["#!/bin/bash", f"#SBATCH --job-name=gd-{name}", f"#SBATCH --output={output}"]
@@ -130,6 +138,10 @@ class SlurmLauncher:
                 plan.record(
                     kind="train", event="submitted", job=f"{job}_{k}", experiment=name, fold=k, round=round_
                 )
+        # Inside a finalize job (a resubmission), the next finalize also waits for this one to end: the
+        # rounds' assembly, evaluation and result.json never overlap.
+        if self.running_job:
+            arrays.append(self.running_job)
         argv = plan.finalize_argv(round_)
         script = self._script(
             plan, "finalize", f"finalize-r{round_}", argv, plan.log_dir / f"finalize.r{round_}.%j.log"
@@ -158,6 +170,8 @@ class SlurmLauncher:
         return states
 
 
-def make_launcher(plan: SweepPlan, jobs: int = 1) -> LocalLauncher | SlurmLauncher:
-    """The launcher the plan names."""
-    return SlurmLauncher() if plan.launcher == "slurm" else LocalLauncher(jobs)
+def make_launcher(
+    plan: SweepPlan, jobs: int = 1, running_job: str | None = None
+) -> LocalLauncher | SlurmLauncher:
+    """The launcher the plan names (``running_job``: the Slurm job calling it, if any)."""
+    return SlurmLauncher(running_job=running_job) if plan.launcher == "slurm" else LocalLauncher(jobs)

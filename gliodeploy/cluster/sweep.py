@@ -20,9 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import shlex
-import subprocess
 import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
@@ -231,55 +229,61 @@ class Launcher(Protocol):
     def submit_round(self, plan: SweepPlan, round_: int, folds: dict[str, list[int]]) -> None: ...
 
 
-def _run(argv: list[str], plan: SweepPlan) -> None:
-    """Run one gliodeploy command of the plan in this job (its output goes to the job's log)."""
-    env = {**os.environ, **plan.profile.env}
-    proc = subprocess.run(argv, env=env, check=False)
-    if proc.returncode != 0:
-        raise ModelError(f"{shlex.join(argv)} failed with exit code {proc.returncode}")
+def run_cli(args: list[str]) -> None:
+    """Run a ``gliodeploy`` command in this process, exactly as typed (one import of torch per job)."""
+    import click
+    import typer
+
+    from gliodeploy.cli import app
+
+    try:
+        code = typer.main.get_command(app).main(args, prog_name="gliodeploy", standalone_mode=False)
+    except click.ClickException as exc:
+        raise ConfigError(f"gliodeploy {shlex.join(args)}: {exc.format_message()}") from exc
+    if code:
+        raise ModelError(f"gliodeploy {shlex.join(args)} failed with exit code {code}")
 
 
 def _evaluation(exp: Experiment) -> Path:
     return Path(exp.run) / "evaluation" / "metrics.json"
 
 
-def finalize(plan: SweepPlan, round_: int, launcher: Launcher) -> dict[str, Any]:
-    """The ``finalize`` job of round ``round_``: resubmit unfinished folds or assemble and evaluate.
+def assemble_and_evaluate(plan: SweepPlan, exp: Experiment) -> None:
+    """OOF predictions of a run whose folds are all done (``gliodeploy train --resume``), then
+    ``gliodeploy evaluate`` with the profile's ``evaluate_args``."""
+    cache = ["--cache", plan.cache] if plan.cache else []
+    if not RunDir(exp.run).oof_csv.is_file():
+        args = ["train", exp.config, "--manifest", exp.manifest, "--out", exp.run, "--resume", "--quiet"]
+        run_cli([*args, "--device", plan.profile.device, *cache])
+    run_cli(["evaluate", exp.run, "--manifest", exp.manifest, *cache, *plan.profile.evaluate_args])
 
-    Returns (and writes to ``SWEEP/result.json``) the sweep's state: ``done`` (every run assembled and
-    evaluated), ``resubmitted`` (round ``round_ + 1`` submitted) or ``failed`` (folds still unfinished
-    after ``max_retries`` resubmissions, or an evaluation failed).
+
+def finalize(plan: SweepPlan, round_: int, launcher: Launcher) -> dict[str, Any]:
+    """The ``finalize`` job of round ``round_``: resubmit unfinished folds, assemble and evaluate the rest.
+
+    Unfinished folds are resubmitted first (round ``round_ + 1``, up to ``max_retries``), so they train
+    while finished runs are assembled and evaluated here. Returns (and writes to ``SWEEP/result.json``)
+    the round's outcome: ``done`` (every run assembled and evaluated), ``resubmitted`` or ``failed``
+    (folds unfinished after ``max_retries`` resubmissions, or an assembly/evaluation failed; a later
+    round retries an evaluation that failed).
     """
     missing = missing_folds(plan)
+    resubmit = bool(missing) and round_ < plan.profile.max_retries
+    if resubmit:
+        launcher.submit_round(plan, round_ + 1, missing)
     errors = []
-    for exp in plan.experiments:
-        if exp.name in missing or _evaluation(exp).is_file():
-            continue
-        try:  # the existing commands, exactly as a user would run them
-            if not RunDir(exp.run).oof_csv.is_file():
-                argv = plan.gliodeploy("train", exp.config, "--manifest", exp.manifest, "--out", exp.run)
-                argv += ["--resume", "--quiet", "--device", plan.profile.device]
-                _run(argv + (["--cache", plan.cache] if plan.cache else []), plan)
-            argv = plan.gliodeploy("evaluate", exp.run, "--manifest", exp.manifest)
-            _run(
-                argv + (["--cache", plan.cache] if plan.cache else []) + list(plan.profile.evaluate_args),
-                plan,
-            )
-        except GliodeployError as exc:
-            errors.append(f"{exp.name}: {exc}")
-    state = "done"
-    if missing and round_ < plan.profile.max_retries:
-        state = "resubmitted"
-    elif missing:
-        state = "failed"
+    if missing and not resubmit:
         errors.append(f"folds still unfinished after {round_} resubmission(s): {missing}")
-    if errors:
-        state = "failed"
+    for exp in plan.experiments:
+        if exp.name not in missing and not _evaluation(exp).is_file():
+            try:
+                assemble_and_evaluate(plan, exp)
+            except GliodeployError as exc:
+                errors.append(f"{exp.name}: {exc}")
+    state = "failed" if errors else "resubmitted" if resubmit else "done"
     result = {"state": state, "round": round_, "missing": missing, "errors": errors, "time": time.time()}
     atomic_write(plan.result_file, json.dumps(result, indent=2) + "\n")
     plan.record(kind="finalize-result", round=round_, state=state, missing=missing)
-    if state == "resubmitted":
-        launcher.submit_round(plan, round_ + 1, missing)
     return result
 
 
