@@ -146,3 +146,4 @@ def slurm_cluster(root: Path, cpus: int = 2, timeout: float = 60) -> Iterator[di
         subprocess.run(["scancel", "--full", "--quiet", "--user=root"], env=env, capture_output=True)
         for pid_file in reversed(started):
             _stop(pid_file)
+        shutil.rmtree(root, ignore_errors=True)
