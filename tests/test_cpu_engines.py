@@ -121,6 +121,26 @@ def test_auto_keeps_a_passing_reduced_precision_and_guard_rules() -> None:
     assert nothing.choice == REFERENCE and "no candidate passed" in nothing.reason
 
 
+def test_auto_stops_measuring_a_clearly_slower_candidate() -> None:
+    import time
+
+    calls = []
+
+    def slow(_x: np.ndarray) -> np.ndarray:
+        calls.append(1)
+        time.sleep(0.08)
+        return np.array([0.7])
+
+    inputs = np.zeros((4, 1, 2, 2, 2), np.float32)
+    reference = np.full(4, 0.7)
+    fast = (EngineChoice("openvino", "fp32"), _fixed([0.7] * 4))
+    decision = choose_auto(inputs, reference, 0.5, [fast, (EngineChoice("onnxruntime", "int8"), slow)])
+    assert (
+        decision.choice == EngineChoice("openvino", "fp32") and "slower: onnxruntime/int8" in decision.reason
+    )
+    assert len(calls) == 2  # the warm-up and one case, not all four
+
+
 def test_clear_errors(graph: tuple[Path, np.ndarray], monkeypatch: pytest.MonkeyPatch) -> None:
     path, _ = graph
     with pytest.raises(ConfigError, match="unknown engine 'tensorrt'"):

@@ -344,6 +344,15 @@ def guard(
     return 0, diff, None
 
 
+class _Slower(Exception):
+    """A candidate already slower than one that passed."""
+
+
+def _clearly_slower(seconds: float, best_ms: float) -> bool:
+    """1.5x and 50 ms slower than the best passing p50: timing noise never prunes a candidate."""
+    return seconds * 1000 > 1.5 * best_ms and seconds * 1000 - best_ms > 50
+
+
 def choose_auto(
     inputs: np.ndarray,
     reference: np.ndarray,
@@ -358,7 +367,8 @@ def choose_auto(
     ``inputs`` ``[N, 1, X, Y, Z]`` reference cases, ``reference`` their float32 probabilities ``[N]``,
     ``threshold`` the operating point. Each candidate is a callable mapping one ``[1, 1, X, Y, Z]`` case
     to its probability, or a string saying why it cannot run here. Latency = median per case over
-    ``repeats`` passes after one warm-up call. When no reduced precision passes, the fastest passing
+    ``repeats`` passes after one warm-up call; a candidate clearly slower than one that already passed
+    stops there (it can never be chosen). When no reduced precision passes, the fastest passing
     float32 candidate is kept; when nothing passes, :data:`REFERENCE`.
     """
     inputs = np.asarray(inputs, dtype=np.float32)
@@ -369,6 +379,7 @@ def choose_auto(
         if isinstance(run, str):
             results.append(Candidate(choice, False, run))
             continue
+        best = min((c.p50_ms for c in results if c.accepted and c.p50_ms is not None), default=None)
         try:
             run(inputs[:1])  # warm-up: allocation, kernel selection
             times, probs = [], []
@@ -379,6 +390,13 @@ def choose_auto(
                     times.append(time.perf_counter() - t0)
                     if rep == 0:
                         probs.append(p)
+                    if best is not None and _clearly_slower(times[-1], best):
+                        raise _Slower(
+                            f"slower than a passing candidate ({1000 * times[-1]:.0f} vs {best:.0f} ms)"
+                        )
+        except _Slower as slow:  # never the fastest: not worth the remaining cases (load time matters)
+            results.append(Candidate(choice, False, str(slow), 1000 * statistics.median(times)))
+            continue
         except Exception as exc:  # a candidate that fails is skipped, never fatal
             results.append(Candidate(choice, False, f"failed: {type(exc).__name__}: {exc}"[:200]))
             continue
@@ -388,8 +406,9 @@ def choose_auto(
         )
     passed = sorted((c for c in results if c.accepted), key=lambda c: c.p50_ms or 0.0)
     # Ran but failed the guard (a decision flip, too large a difference) vs could not run here.
-    rejected = [c for c in results if not c.accepted and c.p50_ms is not None]
+    rejected = [c for c in results if not c.accepted and c.flips is not None]
     unusable = [c for c in results if not c.accepted and c.p50_ms is None]
+    slower = [c for c in results if not c.accepted and c.p50_ms is not None and c.flips is None]
     why_not = "; ".join(f"{c.choice}: {c.reason}" for c in rejected)
     common = {"threshold": threshold, "tolerance": tolerance, "n_cases": len(inputs), "candidates": results}
     if not passed:
@@ -404,6 +423,8 @@ def choose_auto(
         text = f"fell back to float32, {text}; rejected: {why_not}"
     elif rejected:
         text += f"; rejected: {why_not}"
+    if slower:
+        text += f"; slower: {', '.join(str(c.choice) for c in slower)}"
     if unusable:
         text += f"; not available here: {', '.join(str(c.choice) for c in unusable)}"
     return AutoDecision(best.choice, text, **common)
