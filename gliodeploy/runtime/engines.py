@@ -45,9 +45,10 @@ AUTO = "auto"
 #: File name of the int8 graph beside ``model.onnx`` in a version folder.
 INT8_MODEL = "model.int8.onnx"
 #: The ``auto`` guard: largest accepted |P(recurrence) - float32 P(recurrence)| on any reference case.
-#: bf16 on trained and random weights stays below 2e-3 (BENCHMARKS.md); 0.01 leaves room while
-#: staying 2x under the 0.02 that would start to move a bootstrap AUC CI. Decisions must also agree.
-PROBABILITY_TOLERANCE = 0.01
+#: Measured (BENCHMARKS.md): bf16 moves probabilities by <= 9e-4 (random weights) and 2.5e-4 (the
+#: trained demo ensemble, external AUC unchanged); min/max int8 by 0.01 on the demo, which cost 0.006
+#: of external AUC. 0.005 keeps bf16 with a 5x margin and refuses such an int8. Decisions must agree too.
+PROBABILITY_TOLERANCE = 0.005
 OUTPUTS = (contract.OUTPUT_PROBABILITY, contract.OUTPUT_FOLD_PROBABILITIES, contract.OUTPUT_LOGIT)
 
 
