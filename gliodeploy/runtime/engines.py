@@ -45,10 +45,11 @@ AUTO = "auto"
 #: File name of the int8 graph beside ``model.onnx`` in a version folder.
 INT8_MODEL = "model.int8.onnx"
 #: The ``auto`` guard: largest accepted |P(recurrence) - float32 P(recurrence)| on any reference case.
-#: Measured (BENCHMARKS.md): bf16 moves probabilities by <= 9e-4 (random weights) and 2.5e-4 (the
-#: trained demo ensemble, external AUC unchanged); min/max int8 by 0.01 on the demo, which cost 0.006
-#: of external AUC. 0.005 keeps bf16 with a 5x margin and refuses such an int8. Decisions must agree too.
-PROBABILITY_TOLERANCE = 0.005
+#: Measured on the trained demo ensemble (BENCHMARKS.md, cpu_guard): the reference cases understate
+#: the differences on real scans ~2.5-3x (bf16 8e-5 vs 2.5e-4 on 60 external scans, AUC unchanged;
+#: min/max int8 0.0041 vs 0.010, external AUC -0.006). 0.002 here ~ 0.006 on real scans: it keeps
+#: bf16 (<= 9e-4 even on random weights) and refuses that int8. Decisions must agree as well.
+PROBABILITY_TOLERANCE = 0.002
 OUTPUTS = (contract.OUTPUT_PROBABILITY, contract.OUTPUT_FOLD_PROBABILITIES, contract.OUTPUT_LOGIT)
 
 
