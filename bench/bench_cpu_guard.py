@@ -28,9 +28,11 @@ def run(quick: bool) -> BenchResult:
     from gliodeploy.data.manifest import read_manifest
     from gliodeploy.export.pipeline import export_run
     from gliodeploy.export.profiles import ExportProfile
+    from gliodeploy.export.reference import load_reference_cases
     from gliodeploy.preprocessing import PreprocessConfig
     from gliodeploy.runtime import engines
     from gliodeploy.runtime.engines import REFERENCE, create_engine, expand, resolve_version, unavailable
+    from gliodeploy.runtime.engines import guard as guard_fn
     from gliodeploy.training.rundir import RunDir
 
     run_dir = Path(os.environ.get("GLIODEPLOY_BENCH_RUN", DEFAULT_RUN))
@@ -50,6 +52,7 @@ def run(quick: bool) -> BenchResult:
         entries = build_cache(rows, cfg, Path(tmp) / "cache", progress=False)  # never the run's own cache
         x = np.stack([load_cached(entries[r.subject]).array for r in rows])[:, None].astype(np.float32)
         labels = np.array([r.label for r in rows])
+        cases = load_reference_cases(version_dir)
         _, decision = resolve_version(version_dir, "auto", "auto")
         raw["auto"] = decision.to_dict() if decision else None
         guard = {str(c.choice): c for c in decision.candidates} if decision else {}
@@ -63,7 +66,8 @@ def run(quick: bool) -> BenchResult:
                 "decision flips",
                 "AUC",
                 "AUC change",
-                "auto guard on reference cases",
+                "guard on reference cases (max diff)",
+                "auto",
             ],
         )
         model = version_dir / "model.onnx"
@@ -71,7 +75,7 @@ def run(quick: bool) -> BenchResult:
         for choice in [REFERENCE, *[c for c in expand("auto", "auto") if c != REFERENCE]]:
             why = unavailable(choice, model)
             if why:
-                table.add(str(choice), "-", "-", "-", "-", "-", why)
+                table.add(str(choice), "-", "-", "-", "-", "-", "-", why)
                 continue
             eng = create_engine(model, choice)
             eng.run(x[:1])
@@ -88,7 +92,11 @@ def run(quick: bool) -> BenchResult:
             diff = float(np.max(np.abs(p - ref)))
             s = stats_ms(times)
             c = guard.get(str(choice))
-            verdict = "-" if c is None else ("passes" if c.accepted else c.reason)
+            verdict = "-" if c is None else ("kept" if c.choice == decision.choice else c.reason)
+            ref_flips, ref_diff, ref_why = guard_fn(
+                eng.probabilities(cases.inputs()), cases.probability, threshold
+            )
+            own = f"{'passes' if ref_why is None else 'fails'} ({ref_diff:.2g})"
             raw.setdefault("rows", []).append(
                 {
                     "choice": str(choice),
@@ -96,7 +104,10 @@ def run(quick: bool) -> BenchResult:
                     "max_abs_diff": diff,
                     "flips": flips,
                     "auc": auc,
-                    "guard": verdict,
+                    "reference_flips": ref_flips,
+                    "reference_max_abs_diff": ref_diff,
+                    "guard": ref_why or "passes",
+                    "auto": verdict,
                 }
             )
             table.add(
@@ -106,6 +117,7 @@ def run(quick: bool) -> BenchResult:
                 flips,
                 f"{auc:.4f}",
                 f"{auc - auc_ref:+.4f}",
+                own,
                 verdict,
             )
             print(f"  {choice}: auc {auc:.4f}, max diff {diff:.2g}, flips {flips}", flush=True)
