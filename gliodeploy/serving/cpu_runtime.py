@@ -10,6 +10,7 @@ the private copy Triton serves. The python-backend model then creates exactly th
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -31,11 +32,13 @@ def choose_served_runtime(
 ) -> dict[str, Any]:
     """``{"engine", "precision"[, "auto"]}`` to serve from ``repo`` (the verified copy).
 
-    ``engine``/``precision`` None = the exported choice. Raises :class:`ConfigError` for a choice that
-    cannot run here (unknown name, OpenVINO missing, bf16 on a CPU without it, no int8 graph).
+    ``engine``/``precision`` None = the exported choice. ``repo`` must be the served private copy (its
+    parent folder takes ONNX Runtime's scratch files while ``auto`` measures). Raises
+    :class:`ConfigError` for a choice that cannot run here (unknown name, OpenVINO missing, bf16 on a
+    CPU without it, no int8 graph).
     """
     from gliodeploy.export.repository import parse_config, versions
-    from gliodeploy.runtime.engines import check_names, resolve_version
+    from gliodeploy.runtime.engines import AUTO, EngineChoice, check_names, resolve_version, unavailable
 
     if config_name != "local":
         if engine or precision:
@@ -51,10 +54,26 @@ def choose_served_runtime(
     check_names(engine, precision)
     if threads is None:
         threads = int(params.get("intra_op_thread_count") or 0)
-    latest = max(versions(repo / contract.ENSEMBLE_MODEL))
-    chosen, decision = resolve_version(
-        repo / contract.ENSEMBLE_MODEL / str(latest), engine, precision, threads=threads
-    )
+    version_dir = repo / contract.ENSEMBLE_MODEL / str(max(versions(repo / contract.ENSEMBLE_MODEL)))
+    if AUTO not in (engine, precision):  # nothing to measure: check it can run, load nothing here
+        choice = EngineChoice(engine, precision)
+        why = unavailable(choice, version_dir / "model.onnx")
+        if why:
+            raise ConfigError(f"{choice}: {why}")
+        return choice.to_dict()
+    # ONNX Runtime leaves a session file in $TMPDIR: keep it in the server's private folder (removed
+    # at stop), so that serving leaves nothing behind.
+    scratch = repo.parent / "measure-tmp"
+    scratch.mkdir(mode=0o700, exist_ok=True)
+    previous = os.environ.get("TMPDIR")
+    os.environ["TMPDIR"] = str(scratch)
+    try:
+        chosen, decision = resolve_version(version_dir, engine, precision, threads=threads)
+    finally:
+        if previous is None:
+            os.environ.pop("TMPDIR", None)
+        else:
+            os.environ["TMPDIR"] = previous
     runtime: dict[str, Any] = chosen.choice.to_dict()
     if decision is not None:
         runtime["auto"] = f"auto: {decision.reason}"
