@@ -32,6 +32,7 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("synth", "gliodeploy.synth.commands", "synth"),
     ("preprocess", "gliodeploy.preprocessing.commands", "preprocess"),
     ("train", "gliodeploy.training.commands", "train"),
+    ("distill", "gliodeploy.training.commands", "distill"),
     ("evaluate", "gliodeploy.evaluation.commands", "evaluate"),
     ("explain", "gliodeploy.explain.commands", "explain"),
     ("export", "gliodeploy.export.commands", "export"),

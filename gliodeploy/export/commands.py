@@ -42,6 +42,13 @@ def export(
         help="Ship this decision threshold instead of the operating point `gliodeploy evaluate` chose on "
         "the out-of-fold predictions (RUN_DIR/operating_point.json). Required for a run never evaluated.",
     ),
+    distilled: bool = typer.Option(
+        False,
+        "--distilled",
+        help="Ship the run's distilled single network (`gliodeploy distill`) instead of its K folds, with "
+        "the ensemble's operating point; refused unless its held-out AUC was measured within 0.02 of the "
+        "ensemble's.",
+    ),
 ) -> None:
     """Export the fold ensemble of RUN_DIR as the next version of a Triton model repository.
 
@@ -67,9 +74,10 @@ def export(
         prof = dataclasses.replace(prof, format=fmt)
     console = Console(stderr=True)
     with console.status(f"exporting {run_dir} ({prof.format}, profile {prof.name}) and checking parity..."):
-        result = export_run(run_dir, out, profile=prof, threshold=threshold)
+        result = export_run(run_dir, out, profile=prof, threshold=threshold, distilled=distilled)
+    what = "distilled model" if distilled else "fold ensemble"
     typer.echo(
-        f"exported version {result.version} to {result.repository} "
+        f"exported version {result.version} ({what}) to {result.repository} "
         f"(parity max abs diff {result.parity_max_abs_diff:.2g})"
     )
     from gliodeploy.evaluation.operating_point import describe

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from gliodeploy import contract
-from gliodeploy.errors import ModelError
+from gliodeploy.errors import ConfigError, ModelError
 from gliodeploy.export.integrity import model_checksum_json
 from gliodeploy.export.modelcard import package_versions, write_card
 from gliodeploy.export.profiles import ExportProfile
@@ -181,6 +181,7 @@ def export_models(
             "operating_point": operating_point,
             "validation": plans.get("validation"),
             "metrics": _read_metrics(Path(run_dir)) if run_dir else None,
+            "distillation": plans.get("distillation"),
             "packages": package_versions(),
             "profile": profile.to_dict(),
         }
@@ -313,17 +314,35 @@ def export_run(
     profile: ExportProfile | None = None,
     parity_inputs: np.ndarray | None = None,
     threshold: float | None = None,
+    distilled: bool = False,
 ) -> ExportResult:
     """Export a finished training run (``gliodeploy train`` output) to the Triton repository ``out``.
 
     The decision rule comes from :func:`resolve_operating_point` (``threshold`` overrides it).
+    ``distilled=True`` ships the run's distilled student (``gliodeploy distill``) instead of its K
+    folds, with the ensemble's operating point, and only if it was measured within
+    :data:`~gliodeploy.training.distill.MAX_AUC_LOSS` of the ensemble on held-out scans.
     """
     from gliodeploy.training.rundir import RunDir
 
     run = RunDir(run_dir)
     plans = run.plans()
-    models = run.load_fold_models()  # an unfinished or corrupt run is the first thing to say
+    if distilled:
+        from gliodeploy.training.distill import load_distilled
+
+        student, record = load_distilled(run_dir)
+        ok, why = record.deployable()
+        if not ok:
+            raise ConfigError(
+                f"refusing to export the distilled model of {run.path}: {why}; export the ensemble"
+            )
+        models = [student]
+        plans = {**plans, "model": record.info["model"], "distillation": record.summary(why)}
+    else:
+        models = run.load_fold_models()  # an unfinished or corrupt run is the first thing to say
     operating_point = resolve_operating_point(run_dir, threshold)
+    if distilled:
+        operating_point["fitted_on"] += " (the ensemble's; its distilled student inherits it)"
     return export_models(
         models,
         plans,
