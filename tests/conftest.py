@@ -66,6 +66,17 @@ def tiny_repository(tiny_run, tmp_path_factory: pytest.TempPathFactory):
     return repo
 
 
+@pytest.fixture(scope="module")
+def repo(tiny_repository, tmp_path_factory: pytest.TempPathFactory):
+    """A module's own copy of ``tiny_repository``, without the bytecode a python-backend server may have
+    left in it (verification rightly refuses ``__pycache__`` beside ``model.py``)."""
+    import shutil
+
+    copy = tmp_path_factory.mktemp("repo_copy") / "model_repository"
+    shutil.copytree(tiny_repository, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    return copy
+
+
 @pytest.fixture(scope="session")
 def triton_server(tiny_repository):
     """The real bundled Triton server on ``tiny_repository`` (loopback, free ports)."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -34,13 +33,6 @@ def cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     root = tmp_path_factory.mktemp("artifact_cohort")
     return Path(generate_cohort(root, n=8, seed=5, size="tiny", test_fraction=0.5, progress=False))
-
-
-@pytest.fixture(scope="module")
-def repo(tiny_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    copy = tmp_path_factory.mktemp("artifact") / "model_repository"
-    shutil.copytree(tiny_repository, copy, ignore=shutil.ignore_patterns("__pycache__"))
-    return copy
 
 
 def test_artifact_equals_the_pytorch_folds(

@@ -57,15 +57,6 @@ def scans(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
         return [(manifest.parent / r["image"]).resolve() for r in csv.DictReader(fh)]
 
 
-@pytest.fixture(scope="module")
-def repo(tiny_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A byte-identical copy of the served ``tiny_repository``, without the bytecode a python-backend
-    server may have left in it (verification rightly refuses ``__pycache__`` beside ``model.py``)."""
-    copy = tmp_path_factory.mktemp("offline") / "model_repository"
-    shutil.copytree(tiny_repository, copy, ignore=shutil.ignore_patterns("__pycache__"))
-    return copy
-
-
 @pytest.fixture()
 def corrupt(tmp_path: Path) -> Path:
     path = tmp_path / "corrupt.nii.gz"

@@ -70,14 +70,6 @@ def cohort(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {"nifti": nifti, "dicom": dicom, "participants": manifest.parent / "participants.tsv"}
 
 
-@pytest.fixture(scope="module")
-def repo(tiny_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A copy of the served repository without a python backend's bytecode (verification refuses it)."""
-    copy = tmp_path_factory.mktemp("prov_repo") / "model_repository"
-    shutil.copytree(tiny_repository, copy, ignore=shutil.ignore_patterns("__pycache__"))
-    return copy
-
-
 def _model_checksum(repo: Path) -> str:
     return _sha(repo / contract.ENSEMBLE_MODEL / "1" / "SHA256SUMS")
 

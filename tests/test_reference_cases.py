@@ -39,14 +39,6 @@ def _cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str,
     return int(exc.value.code or 0), out.out, out.err
 
 
-@pytest.fixture(scope="module")
-def repo(tiny_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A copy of ``tiny_repository`` without bytecode a server may have left in it."""
-    copy = tmp_path_factory.mktemp("reference") / "model_repository"
-    shutil.copytree(tiny_repository, copy, ignore=shutil.ignore_patterns("__pycache__"))
-    return copy
-
-
 def test_reference_cases_are_stored_checksummed_and_exact(repo: Path, tiny_run: Path) -> None:
     import torch
 
