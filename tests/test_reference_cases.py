@@ -176,3 +176,43 @@ def test_verify_server_catches_a_swapped_model(repo: Path, tiny_run: Path, tmp_p
         code, out, err = _cli(["verify", str(repo), "--server", server.http_url, "--json"], capsys)
         doc = json.loads(out)
         assert code == ModelError.exit_code and "model checksum" in doc["problems"][0]
+
+
+class _PublishedServer:
+    """What a server publishes (info) and answers (the version's own PyTorch answers, shifted by ``dp``),
+    for checking which tolerance `verify --server` applies; the real servers are in the tests above."""
+
+    def __init__(self, version_dir: Path, precision: str | None, dp: float) -> None:
+        from types import SimpleNamespace
+
+        self.cases = load_reference_cases(version_dir)
+        runtime = {"engine": "openvino", "precision": precision} if precision else None
+        self.info = lambda: SimpleNamespace(
+            threshold=self.cases.threshold, checksum=None, cpu_runtime=runtime
+        )
+        self.endpoint = SimpleNamespace(url="http://published.example:8000")
+        self.dp = dp
+
+    def predict_volume(self, array: np.ndarray, source: str):  # noqa: ANN201
+        from types import SimpleNamespace
+
+        i = list(self.cases.case).index(source)
+        p = float(self.cases.probability[i])
+        shift = self.dp if p < self.cases.threshold - 0.01 or p > self.cases.threshold + 0.01 else 0.0
+        folds = [float(f) + shift for f in self.cases.fold_probabilities[i]]
+        return SimpleNamespace(probability=p + shift, fold_probs=folds)
+
+
+def test_reduced_precision_engine_gets_the_guard_tolerance(repo: Path) -> None:
+    from gliodeploy.export.reference import check_server
+    from gliodeploy.runtime.engines import PROBABILITY_TOLERANCE
+
+    version_dir = repo / ENS / "1"
+    dp = 1e-3  # what bf16 moves a probability by: above FP32's bound, inside the auto guard's
+    fp32 = check_server(version_dir, 1, _PublishedServer(version_dir, None, dp))
+    assert fp32.tolerance == FP32_TOLERANCE and not fp32.ok
+    bf16 = check_server(version_dir, 1, _PublishedServer(version_dir, "bf16", dp))
+    assert bf16.tolerance == PROBABILITY_TOLERANCE and bf16.ok
+    # An explicit --tolerance is the user's and stays as given.
+    strict = check_server(version_dir, 1, _PublishedServer(version_dir, "bf16", dp), tolerance=FP32_TOLERANCE)
+    assert strict.tolerance == FP32_TOLERANCE and not strict.ok
