@@ -44,7 +44,7 @@ def evaluated_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_distill_then_export_the_student(evaluated_run: Path, tmp_path: Path, capsys) -> None:
     run = evaluated_run
-    assert _cli(["distill", str(run), "--epochs", "2", "-q"]) == 0
+    assert _cli(["distill", str(run), "--epochs", "1", "-q"]) == 0
     out = capsys.readouterr().out
     assert "distilled 2 folds into one lesionnet (width 0.5)" in out
     assert "held-out AUC: student" in out and "decisions agree on" in out
