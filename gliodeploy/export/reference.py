@@ -323,8 +323,8 @@ def check_server(
     from gliodeploy.export.integrity import model_checksum
 
     cases = load_reference_cases(version_dir)
+    tol = check_tolerance(tolerance, cases)  # a bad --tolerance is said before any request
     info = client.info()
-    tol = check_tolerance(tolerance, cases)
     precision = (info.cpu_runtime or {}).get("precision")
     if tolerance is None and precision in ("bf16", "int8"):
         # The server runs a reduced-precision CPU engine: hold it to the bound its `auto` guard accepted
