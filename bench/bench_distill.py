@@ -16,9 +16,7 @@ ensemble's. Writes ``bench/results/distill.{json,md}`` (rendered into BENCHMARKS
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -27,11 +25,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
     RESULTS_DIR,
     BenchResult,
+    Stamp,
     Table,
     export_ensemble_onnx,
     fmt,
-    loadavg,
-    machine_info,
     random_suv,
     stats_ms,
     time_calls,
@@ -80,8 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     from gliodeploy.training.distill import MAX_AUC_LOSS, DistillSettings, distill_run, load_distilled
     from gliodeploy.training.rundir import RunDir
 
-    t0, before = time.perf_counter(), loadavg()
-    started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+    stamp = Stamp.start()
     run = RunDir(args.run)
     plans = run.plans()
     shape = tuple(run.preprocessing().shape)
@@ -156,25 +152,10 @@ def main(argv: list[str] | None = None) -> int:
         "losses": losses,
         "keep": keep,
     }
-    doc = result.to_dict()
     command = " ".join([".venv/bin/python bench/bench_distill.py", *(argv or sys.argv[1:])])
-    doc.update(
-        {
-            "command": command,
-            "quick": False,
-            "date": started,
-            "duration_s": round(time.perf_counter() - t0, 1),
-            "loadavg_before": before,
-            "loadavg_after": loadavg(),
-            "machine": machine_info(),
-        }
-    )
-    from run_benchmarks import render_section
+    from run_benchmarks import save_result
 
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "distill.json").write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
-    (args.out / "distill.md").write_text(render_section(doc), encoding="utf-8")
-    print(render_section(doc))
+    print(save_result(stamp.document(result, command=command, quick=False), args.out))
     return 0
 
 

@@ -124,6 +124,39 @@ def machine_info() -> dict[str, Any]:
     }
 
 
+@dataclass
+class Stamp:
+    """When a benchmark started and the load then; :meth:`document` adds them, with the duration, the
+    load after and the machine, to its result (the header every BENCHMARKS.md section prints)."""
+
+    date: str
+    t0: float
+    loadavg_before: list[float]
+
+    @classmethod
+    def start(cls) -> Stamp:
+        """Stamp now."""
+        return cls(time.strftime("%Y-%m-%d %H:%M:%S %Z"), time.perf_counter(), loadavg())
+
+    def document(
+        self, result: BenchResult, *, command: str, quick: bool, machine: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """``result`` as the saved JSON document (``machine``: default :func:`machine_info`)."""
+        doc = result.to_dict()
+        doc.update(
+            {
+                "command": command,
+                "quick": quick,
+                "date": self.date,
+                "duration_s": round(time.perf_counter() - self.t0, 1),
+                "loadavg_before": self.loadavg_before,
+                "loadavg_after": loadavg(),
+                "machine": machine if machine is not None else machine_info(),
+            }
+        )
+        return doc
+
+
 def synthetic_scans(out_dir: Path, n: int, *, seed: int = 0, size: str = "full") -> list[Path]:
     """``n`` synthetic FDOPA NIfTI scans (Bq/mL + BIDS-PET sidecar) written under ``out_dir``."""
     from gliodeploy.synth import generate_cohort

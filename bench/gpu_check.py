@@ -28,7 +28,6 @@ Results: ``OUT/gpu_check.json`` in the benchmark result format (rendered into BE
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import subprocess
@@ -43,7 +42,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # `common` beside this file
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the gliodeploy package (no install)
 
-from common import BenchResult, Table, fmt, loadavg, random_suv, stats_ms  # noqa: E402
+from common import BenchResult, Stamp, Table, fmt, random_suv, stats_ms  # noqa: E402
 
 STUDY_SHAPE = (128, 128, 82)
 #: Largest |delta p| between TensorRT FP16 and FP32 accepted on the reference cases (the ensemble
@@ -141,26 +140,33 @@ def ensemble_onnx(out_dir: Path, folds: int, shape: tuple[int, int, int], onnx_p
     return path
 
 
+def tensorrt_provider(
+    shape: tuple[int, int, int], max_batch: int, cache: Path, *, fp16: bool
+) -> tuple[str, dict[str, Any]]:
+    """ONNX Runtime's TensorRT provider with a profile for batch 1..``max_batch`` and on-disk caches."""
+    dims = "x".join(map(str, shape))
+    return (
+        "TensorrtExecutionProvider",
+        {
+            "trt_fp16_enable": fp16,
+            "trt_engine_cache_enable": True,
+            "trt_engine_cache_path": str(cache),
+            "trt_timing_cache_enable": True,
+            "trt_timing_cache_path": str(cache),
+            "trt_profile_min_shapes": f"suv:1x1x{dims}",
+            "trt_profile_opt_shapes": f"suv:1x1x{dims}",
+            "trt_profile_max_shapes": f"suv:{max_batch}x1x{dims}",
+        },
+    )
+
+
 def provider_configs(
     available: list[str], shape: tuple[int, int, int], max_batch: int, cache: Path
 ) -> list[tuple[str, list[Any]]]:
     """(label, providers) for each configuration this ONNX Runtime can run, CPU last as a reference."""
-    dims = "x".join(map(str, shape))
 
     def trt(fp16: bool) -> tuple[str, dict[str, Any]]:
-        return (
-            "TensorrtExecutionProvider",
-            {
-                "trt_fp16_enable": fp16,
-                "trt_engine_cache_enable": True,
-                "trt_engine_cache_path": str(cache),
-                "trt_timing_cache_enable": True,
-                "trt_timing_cache_path": str(cache),
-                "trt_profile_min_shapes": f"suv:1x1x{dims}",
-                "trt_profile_opt_shapes": f"suv:1x1x{dims}",
-                "trt_profile_max_shapes": f"suv:{max_batch}x1x{dims}",
-            },
-        )
+        return tensorrt_provider(shape, max_batch, cache, fp16=fp16)
 
     configs: list[tuple[str, list[Any]]] = []
     if "CUDAExecutionProvider" in available:
@@ -271,21 +277,10 @@ def fp16_section(
         return table
     ref = ort.InferenceSession(str(onnx_path), providers=fp32_providers)
     shape = tuple(inputs.shape[2:])
-    dims = "x".join(map(str, shape))
     trt = ort.InferenceSession(
         str(onnx_path),
         providers=[
-            (
-                "TensorrtExecutionProvider",
-                {
-                    "trt_fp16_enable": True,
-                    "trt_engine_cache_enable": True,
-                    "trt_engine_cache_path": str(onnx_path.parent / "trt-cache"),
-                    "trt_profile_min_shapes": f"suv:1x1x{dims}",
-                    "trt_profile_opt_shapes": f"suv:1x1x{dims}",
-                    "trt_profile_max_shapes": f"suv:{len(inputs)}x1x{dims}",
-                },
-            ),
+            tensorrt_provider(shape, len(inputs), onnx_path.parent / "trt-cache", fp16=True),
             "CUDAExecutionProvider",
         ],
     )
@@ -429,9 +424,7 @@ def main(argv: list[str] | None = None) -> int:
     models = args.models or (["cnn3d", "lesionnet"] if args.smoke else list(MODEL_NAMES))
     args.out.mkdir(parents=True, exist_ok=True)
     budget = Budget(args.budget_s)
-    started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
-    t0 = time.perf_counter()
-    before = loadavg()
+    stamp = Stamp.start()
     facts = _gpu_facts()
     raw: dict[str, Any] = {"shape": list(shape), "folds": folds, "smoke": args.smoke}
     onnx_path = ensemble_onnx(args.out, folds, shape, args.onnx)
@@ -453,23 +446,15 @@ def main(argv: list[str] | None = None) -> int:
         raw=raw,
     )
     result.verdicts = verdicts(raw, batches)
-    doc = result.to_dict()
-    doc.update(
-        {
-            "command": "bash bench/gpu_check.sh" + (" (smoke)" if args.smoke else ""),
-            "quick": args.smoke,
-            "date": started,
-            "duration_s": round(time.perf_counter() - t0, 1),
-            "loadavg_before": before,
-            "loadavg_after": loadavg(),
-            "machine": machine(facts),
-        }
+    doc = stamp.document(
+        result,
+        command="bash bench/gpu_check.sh" + (" (smoke)" if args.smoke else ""),
+        quick=args.smoke,
+        machine=machine(facts),
     )
-    (args.out / "gpu_check.json").write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
-    from run_benchmarks import render_section
+    from run_benchmarks import save_result
 
-    (args.out / "gpu_check.md").write_text(render_section(doc), encoding="utf-8")
-    print(render_section(doc))
+    print(save_result(doc, args.out))
     return 0
 
 

@@ -18,13 +18,12 @@ import importlib
 import json
 import shlex
 import sys
-import time
 import traceback
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the bench modules import `common`
 
-from common import RESULTS_DIR, ROOT, BenchResult, loadavg, machine_info  # noqa: E402
+from common import RESULTS_DIR, ROOT, BenchResult, Stamp, loadavg  # noqa: E402
 
 from gliodeploy.utils.atomic import atomic_write  # noqa: E402
 
@@ -45,23 +44,18 @@ BENCHMARKS: dict[str, str] = {
 def run_one(name: str, quick: bool, command: str) -> dict:
     """Run benchmark ``name`` and return its result with machine, command, date and load."""
     module = importlib.import_module(BENCHMARKS[name])
-    before = loadavg()
-    started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
-    t0 = time.perf_counter()
+    stamp = Stamp.start()
     result: BenchResult = module.run(quick)
-    doc = result.to_dict()
-    doc.update(
-        {
-            "command": command,
-            "quick": quick,
-            "date": started,
-            "duration_s": round(time.perf_counter() - t0, 1),
-            "loadavg_before": before,
-            "loadavg_after": loadavg(),
-            "machine": machine_info(),
-        }
-    )
-    return doc
+    return stamp.document(result, command=command, quick=quick)
+
+
+def save_result(doc: dict, out_dir: Path) -> str:
+    """Write a stand-alone benchmark's ``<name>.json`` and ``.md`` to ``out_dir``; returns the Markdown."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    markdown = render_section(doc)
+    atomic_write(out_dir / f"{doc['name']}.json", json.dumps(doc, indent=2) + "\n")
+    atomic_write(out_dir / f"{doc['name']}.md", markdown)
+    return markdown
 
 
 def _cell(v: object) -> str:
