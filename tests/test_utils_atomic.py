@@ -53,3 +53,17 @@ def test_atomic_directory_appears_whole_and_never_replaces_one(tmp_path: Path) -
         (tmp / "model.onnx").write_bytes(b"other")
     assert (target / "model.onnx").read_bytes() == b"graph"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["1"]
+
+
+def test_replace_dir_swaps_only_a_complete_folder(tmp_path: Path) -> None:
+    target = tmp_path / "distilled"
+    target.mkdir()
+    (target / "model.safetensors").write_bytes(b"old")
+    with pytest.raises(RuntimeError), atomic_path(target, is_dir=True, replace_dir=True) as tmp:
+        (tmp / "model.safetensors").write_bytes(b"half")
+        raise RuntimeError("interrupted while writing")
+    assert (target / "model.safetensors").read_bytes() == b"old"
+    with atomic_path(target, is_dir=True, replace_dir=True) as tmp:
+        (tmp / "model.safetensors").write_bytes(b"new")
+    assert (target / "model.safetensors").read_bytes() == b"new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["distilled"]

@@ -195,8 +195,6 @@ def distill_run(
     progress: bool = True,
 ) -> Distilled:
     """Train the student of ``run_dir`` and write ``RUN/distilled/`` atomically; returns it."""
-    import shutil
-
     import torch
     from safetensors.torch import save_file
 
@@ -270,9 +268,8 @@ def distill_run(
         "comparison": comparison,
         "operating_point": "inherited from the ensemble (the student reproduces its probability)",
     }
-    if target.exists():  # --force: replace only once the new student is complete
-        shutil.rmtree(target)
-    with atomic_path(target, is_dir=True) as tmp:
+    # --force: the old student is replaced only once the new one is complete
+    with atomic_path(target, is_dir=True, replace_dir=force) as tmp:
         save_file({k: v.contiguous() for k, v in student.state_dict().items()}, str(tmp / WEIGHTS))
         (tmp / DISTILL_JSON).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
     return Distilled(target, info)

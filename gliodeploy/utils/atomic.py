@@ -11,11 +11,14 @@ from pathlib import Path
 
 
 @contextlib.contextmanager
-def atomic_path(target: str | os.PathLike[str], *, is_dir: bool = False) -> Iterator[Path]:
+def atomic_path(
+    target: str | os.PathLike[str], *, is_dir: bool = False, replace_dir: bool = False
+) -> Iterator[Path]:
     """Yield a temporary path beside ``target``; on success it is renamed onto ``target``.
 
     On an exception the temporary file (or folder, with ``is_dir=True``) is removed and
-    ``target`` is left exactly as it was.
+    ``target`` is left exactly as it was. An existing folder is refused unless ``replace_dir``: then
+    it is moved aside only once the new one is complete, and removed after the rename.
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -33,7 +36,13 @@ def atomic_path(target: str | os.PathLike[str], *, is_dir: bool = False) -> Iter
     try:
         yield tmp
         if is_dir and target.exists():
-            raise FileExistsError(f"{target} already exists; refusing to replace a folder")
+            if not replace_dir:
+                raise FileExistsError(f"{target} already exists; refusing to replace a folder")
+            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+            os.replace(target, old / target.name)
+            os.replace(tmp, target)
+            shutil.rmtree(old, ignore_errors=True)
+            return
         os.replace(tmp, target)
     except BaseException:
         if tmp.is_dir():
