@@ -57,6 +57,12 @@ def test_distill_then_export_the_student(evaluated_run: Path, tmp_path: Path, ca
     # A second distill does not silently replace the first.
     assert _cli(["distill", str(run), "--epochs", "1", "-q"]) != 0
     assert "--force" in capsys.readouterr().err
+    assert json.loads((run / "distilled" / "distill.json").read_text()) == info
+    # --force trains a new one in its place, and leaves nothing else beside it.
+    assert _cli(["distill", str(run), "--epochs", "2", "--force", "-q"]) == 0
+    info = json.loads((run / "distilled" / "distill.json").read_text())
+    assert info["settings"]["epochs"] == 2 and len(info["losses"]) == 2
+    assert not [p.name for p in run.iterdir() if p.name.startswith(".distilled")]
 
     # The deployability rule decides; export ships the one network with the ensemble's threshold.
     from gliodeploy.training.distill import load_distilled

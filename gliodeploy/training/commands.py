@@ -104,7 +104,9 @@ def distill(
     settings = DistillSettings(
         width=width, epochs=epochs, batch_size=batch_size, lr=lr, hard_weight=hard_weight, seed=seed
     )
-    result = distill_run(run_dir, settings, manifest=manifest, cache_root=cache, progress=not quiet)
+    result = distill_run(
+        run_dir, settings, manifest=manifest, cache_root=cache, force=force, progress=not quiet
+    )
     info = result.info
     p = info["parameters"]
     typer.echo(
