@@ -94,6 +94,15 @@ def test_tampered_or_missing_reference_cases_are_refused(repo: Path, tmp_path: P
     assert code == ModelError.exit_code and "missing" in err and REFERENCE_FILE in err
 
 
+def test_verify_server_down_is_one_clear_line(repo: Path, capsys) -> None:
+    from gliodeploy.errors import ServerError
+
+    argv = ["verify", str(repo), "--server", "127.0.0.1:9", "--retries", "0", "--timeout", "2"]
+    code, _, err = _cli(argv, capsys)
+    assert code == ServerError.exit_code and "cannot connect to the server" in err
+    assert "Traceback" not in err
+
+
 def test_bad_tolerance_is_a_clear_error(repo: Path, capsys) -> None:
     code, _, err = _cli(["verify", str(repo), "--server", "127.0.0.1:9", "--tolerance", "2"], capsys)
     assert code == ConfigError.exit_code and "--tolerance must be in (0, 1)" in err
