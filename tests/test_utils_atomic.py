@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from gliodeploy.utils.atomic import atomic_path, atomic_write
+from gliodeploy.utils.atomic import atomic_path, atomic_write, remove_stale_temporaries
 
 
 def _mode(path: Path) -> int:
@@ -67,3 +67,15 @@ def test_replace_dir_swaps_only_a_complete_folder(tmp_path: Path) -> None:
         (tmp / "model.safetensors").write_bytes(b"new")
     assert (target / "model.safetensors").read_bytes() == b"new"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["distilled"]
+
+
+def test_remove_stale_temporaries_keeps_every_real_file(tmp_path: Path) -> None:
+    (tmp_path / "log.jsonl").write_text("{}\n")
+    (tmp_path / ".hidden_config").write_text("keep")
+    (tmp_path / ".log.jsonl.tmp-abc.jsonl").write_text("torn")
+    (tmp_path / ".model.tmp-xyz").mkdir()
+    (tmp_path / ".distilled.old-123").mkdir()
+    removed = remove_stale_temporaries(tmp_path)
+    assert len(removed) == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".hidden_config", "log.jsonl"]
+    assert remove_stale_temporaries(tmp_path / "missing") == []

@@ -36,7 +36,7 @@ from gliodeploy.errors import ConfigError, ModelError
 from gliodeploy.training.config import ExperimentConfig
 from gliodeploy.training.losses import build_loss
 from gliodeploy.training.rundir import OOF_COLUMNS, RunDir, build_from_spec
-from gliodeploy.utils.atomic import atomic_path, atomic_write
+from gliodeploy.utils.atomic import atomic_path, atomic_write, remove_stale_temporaries
 
 #: Called after each finished epoch (checkpoint already saved): ``(fold, epoch, record)``.
 EpochCallback = Callable[[int, int, dict[str, Any]], None]
@@ -309,6 +309,9 @@ def train_fold(
     rows = prep.rows
     fold_dir = run.fold_dir(fold)
     fold_dir.mkdir(parents=True, exist_ok=True)
+    # A fold killed mid-write (SIGKILL, node loss) leaves hidden temporaries beside its files; this
+    # process is the fold's only writer, so they are stale and go before the fold continues.
+    remove_stale_temporaries(fold_dir)
     on_cuda = device.type == "cuda"
     use_amp, channels_last = t.amp and on_cuda, t.channels_last and on_cuda
     if not on_cuda:

@@ -52,6 +52,26 @@ def atomic_path(
         raise
 
 
+def remove_stale_temporaries(folder: str | os.PathLike[str]) -> list[Path]:
+    """Remove the hidden temporaries that ``atomic_path`` leaves in ``folder`` when killed (SIGKILL).
+
+    Only call this when no other process writes in ``folder`` (e.g. a fold being resumed by its only
+    owner). Returns what was removed.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    removed = []
+    for p in folder.iterdir():
+        if p.name.startswith(".") and (".tmp-" in p.name or ".old-" in p.name):
+            if p.is_dir():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
+            removed.append(p)
+    return removed
+
+
 def _umask() -> int:
     current = os.umask(0)
     os.umask(current)
