@@ -142,6 +142,12 @@ VARIANTS.update(
         "lesionnet_wide": _lesionnet_variant("channels = [16, 32, 64]"),
         "lesionnet_deep": _lesionnet_variant("channels = [8, 16, 32, 64]"),
         "lesionnet_nnunet_aug": _lesionnet_variant(augmentation=""),  # the project's default augmentation
+        # Lesion side of the asymmetry unsmoothed: a small hot focus keeps its peak (what TBRmax reads).
+        "lesionnet_peak": _lesionnet_variant("asymmetry_peak_smoothing_mm = 0.0"),
+        # The same with a third of the schedule: how much of the score is the prior, how much training.
+        "lesionnet_peak_short": _lesionnet_variant("asymmetry_peak_smoothing_mm = 0.0").replace(
+            "epochs = 12", "epochs = 4"
+        ),
     }
 )
 

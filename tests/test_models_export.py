@@ -41,12 +41,23 @@ def test_onnx_export_dynamic_batch_matches_onnxruntime(tmp_path, name: str) -> N
         np.testing.assert_allclose(got, expected, rtol=0, atol=1e-4)
 
 
-@pytest.mark.parametrize("pooling", ["max", "lse", "attention"])
-def test_lesionnet_onnx_export_dynamic_batch_matches_onnxruntime(tmp_path, pooling: str) -> None:
+@pytest.mark.parametrize(
+    ("pooling", "kwargs"),
+    [
+        ("max", {}),
+        ("lse", {}),
+        ("attention", {}),
+        # the unsmoothed lesion side beside a smoothed mirror side (3-voxel box at 8 mm)
+        ("max", {"asymmetry_smoothing_mm": 8.0, "asymmetry_peak_smoothing_mm": 0.0}),
+    ],
+)
+def test_lesionnet_onnx_export_dynamic_batch_matches_onnxruntime(
+    tmp_path, pooling: str, kwargs: dict
+) -> None:
     ort = pytest.importorskip("onnxruntime")
     torch.manual_seed(0)
     cfg = PreprocessConfig.tiny(normalization="tbr")
-    model = build_model("lesionnet", preprocessing=cfg, pooling=pooling).eval()
+    model = build_model("lesionnet", preprocessing=cfg, pooling=pooling, **kwargs).eval()
     ball = torch.stack(torch.meshgrid(*[torch.linspace(-1, 1, n) for n in cfg.shape], indexing="ij"))
     ball = (ball.pow(2).sum(0) < 0.8).float()  # brain-masked input: zero outside (the evidence mask)
     path = tmp_path / "lesionnet.onnx"

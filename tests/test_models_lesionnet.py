@@ -64,6 +64,10 @@ def test_default_size_and_options() -> None:
     assert isinstance(model.backbone.asymmetry, Asymmetry)
     # Millimetre options follow the grid's spacing: +-12 mm tolerance, +-4 mm smoothing.
     assert model.backbone.asymmetry.window == (7, 7, 7) and model.backbone.asymmetry.smooth == (3, 3, 3)
+    assert model.backbone.asymmetry.peak_smooth == (3, 3, 3)  # the original: both sides smoothed
+    peak = build_model("lesionnet", preprocessing=DEMO, asymmetry_peak_smoothing_mm=0.0)
+    assert count_parameters(peak) == 53_298  # the asymmetry has no parameters
+    assert peak.backbone.asymmetry.peak_smooth == (1, 1, 1) and peak.backbone.asymmetry.smooth == (3, 3, 3)
     tiny = build_model("lesionnet", preprocessing=TINY).backbone.asymmetry
     assert tiny.window == (5, 5, 5) and tiny.smooth == (1, 1, 1)  # 8 mm voxels: +-16 mm, none
     assert next(iter(model.children())) is model.normalization
@@ -74,6 +78,7 @@ def test_default_size_and_options() -> None:
         "asymmetry",
         "asymmetry_tolerance_mm",
         "asymmetry_smoothing_mm",
+        "asymmetry_peak_smoothing_mm",
         "evidence_prior",
         "pooling",
         "evidence_level",
@@ -110,6 +115,10 @@ def test_tbr_normalisation_makes_the_model_blind_to_the_suv_scale() -> None:
         ({"evidence_prior": 1}, "evidence_prior must be true or false"),
         ({"asymmetry_tolerance_mm": -1.0}, "asymmetry_tolerance_mm must be a distance in [0, 50] mm"),
         ({"asymmetry_smoothing_mm": "4"}, "asymmetry_smoothing_mm must be a distance in [0, 50] mm"),
+        (
+            {"asymmetry_peak_smoothing_mm": -2.0},
+            "asymmetry_peak_smoothing_mm must be a distance in [0, 50] mm",
+        ),
         ({"spacing": [1, 1, 1]}, "no option(s) spacing"),
         ({"evidence_level": 3}, "evidence_level must be in 0..2"),
         ({"evidence_level": True}, "evidence_level must be an integer"),
@@ -198,6 +207,19 @@ def test_tolerant_asymmetry_cancels_a_shifted_symmetric_structure() -> None:
     assert tolerant.max() <= 0.0
     x[:, :, 6, 2, 2] = 3.0  # a unilateral focus
     assert Asymmetry(window=(3, 3, 3))(x)[:, 1, 6, 2, 2].item() == 3.0
+
+
+def test_unsmoothed_lesion_side_keeps_a_small_focus_peak() -> None:
+    """Smoothing both sides averages a one-voxel focus away (3.0 -> 3/27 above background); smoothing
+    only the mirror side keeps its full height, while a bilateral structure still cancels."""
+    x = torch.ones(1, 1, 16, 12, 12)
+    x[:, :, 3:6, 3:6, 3:6] = x[:, :, 10:13, 3:6, 3:6] = 2.0  # bilateral, exactly mirrored
+    x[:, :, 2, 9, 9] = 4.0  # a one-voxel focus, far from its mirror position (13, 9, 9)
+    both = Asymmetry(window=(3, 3, 3), smooth=(3, 3, 3))(x)[0, 1]
+    peak = Asymmetry(window=(3, 3, 3), smooth=(3, 3, 3), peak_smooth=(1, 1, 1))(x)[0, 1]
+    assert both[2, 9, 9].item() < 0.2
+    assert peak[2, 9, 9].item() == pytest.approx(3.0)  # 4.0 - the mirror side's (healthy) 1.0
+    assert peak[4, 4, 4].item() <= 0.0 and peak[11, 4, 4].item() <= 0.0  # the bilateral block cancels
 
 
 def test_untrained_model_scores_a_unilateral_focus_above_a_bilateral_one() -> None:
