@@ -92,6 +92,7 @@ def test_evaluate_writes_report_with_ensemble_and_baseline(cohort_run: tuple[Pat
         roc_auc_score(labels, probs)
     )
     assert len(entry["test"]["folds"]["per_fold"]) == N_FOLDS
+    assert "built_in_prior" not in entry  # CNN3D starts from random weights: no prior to compare with
     # the baseline was computed on every scan, evaluated on train (Youden) and test
     assert len(metrics["baseline_parameters"]) == len(read_manifest(manifest, require_train=False).rows)
     assert metrics["baseline"]["test"]["n"] == len(test_rows)
@@ -103,6 +104,70 @@ def test_evaluate_writes_report_with_ensemble_and_baseline(cohort_run: tuple[Pat
     assert entry["validation"]["thresholds"]["0.5"]["metrics"]["roc_auc"]["value"] == pytest.approx(oof_auc)
     with open(run / "suspect_labels.csv", newline="") as fh:
         assert entry["suspect_labels"] == sorted(r["subject"] for r in csv.DictReader(fh))
+
+
+def test_lesionnet_run_is_compared_with_its_untrained_prior(
+    cohort_run: tuple[Path, Path], tmp_path: Path, capsys
+) -> None:
+    """LesionNet scores its asymmetry prior before training: evaluate reports trained vs untrained on
+    the same patients, and says in words when training added nothing measurable."""
+    from sklearn.metrics import roc_auc_score
+
+    from gliodeploy.data.cache import build_cache, load_cached
+    from gliodeploy.data.manifest import read_manifest
+    from gliodeploy.training.rundir import RunDir
+
+    _, manifest = cohort_run
+    config = write_tiny_experiment(
+        tmp_path / "lesion.toml",
+        "tiny_lesion",
+        model={"name": "lesionnet"},
+        preprocessing={"normalization": "tbr"},
+        training={"max_steps_per_epoch": 1, "epochs": 1},
+    )
+    run = tmp_path / "run"
+    assert _cli(["train", str(config), "--manifest", str(manifest), "--out", str(run), "--quiet"]) == 0
+    out = tmp_path / "eval"
+    args = [
+        "evaluate",
+        str(run),
+        "--bootstrap",
+        "200",
+        "--out",
+        str(out),
+        "--no-baseline",
+        "--no-localisation",
+    ]
+    assert _cli(args) == 0
+    printed = capsys.readouterr().out
+    entry = json.loads((out / "metrics.json").read_text())["runs"][0]
+    prior = entry["built_in_prior"]
+    assert "asymmetry prior" in prior["description"]
+
+    # the untrained AUCs are a freshly built model's, on the OOF patients and on the test split
+    rows = {r.subject: r for r in read_manifest(manifest, require_train=False).rows}
+    with open(run / "oof_predictions.csv", newline="") as fh:
+        oof = [rows[r["subject"]] for r in csv.DictReader(fh)]
+    test = [r for r in rows.values() if r.split == "test"]
+    model = RunDir(run).build_model().eval()
+    entries = build_cache(oof + test, RunDir(run).preprocessing(), manifest.parent / "cache", progress=False)
+    with torch.inference_mode():
+
+        def untrained(r):
+            return model(torch.from_numpy(load_cached(entries[r.subject]).array)[None, None]).item()
+
+        for key, group in (("validation", oof), ("test", test)):
+            auc = roc_auc_score([r.label for r in group], [untrained(r) for r in group])
+            assert prior[key]["auc_b"] == pytest.approx(auc)
+            assert prior[key]["n"] == len(group)
+    assert prior["validation"]["auc_a"] == pytest.approx(
+        entry["validation"]["thresholds"]["0.5"]["metrics"]["roc_auc"]["value"]
+    )
+    # one step of training cannot have added measurable discrimination: said in words, in both places
+    assert prior["validation"]["delta"]["low"] <= 0
+    assert any("Training added no measurable discrimination" in n for n in entry["diagnosis"])
+    assert "warning: Training added no measurable discrimination" in printed
+    assert "untrained" in (out / "report.md").read_text()
 
 
 def test_missing_run_dir_is_a_clear_error(tmp_path: Path, capsys) -> None:

@@ -226,3 +226,30 @@ def test_load_run_errors_name_the_problem(tmp_path: Path) -> None:
     (tmp_path / "oof_predictions.csv").write_text("subject,fold,probability\nsub-1,0,0.3\n")
     with pytest.raises(ModelError, match="missing column"):
         load_run(tmp_path)
+
+
+def _preds(scores: np.ndarray, labels: np.ndarray) -> Predictions:
+    return Predictions(tuple(f"s{i}" for i in range(len(labels))), labels, scores)
+
+
+def test_built_in_prior_diagnosis_says_whether_training_added_anything() -> None:
+    from gliodeploy.evaluation.evaluate import evaluate_run
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat([0, 1], 40)
+    weak = np.clip(0.5 + 0.1 * (labels - 0.5) + rng.normal(0, 0.2, 80), 0.01, 0.99)  # AUC ~0.6
+    strong = np.clip(0.5 + 0.6 * (labels - 0.5) + rng.normal(0, 0.1, 80), 0.01, 0.99)  # AUC ~1
+    boot = BootstrapSettings(n_resamples=300, seed=0)
+    # trained = untrained: nothing added, said in words
+    same = evaluate_run(
+        "r", _preds(weak, labels), None, boot, prior=("its prior", _preds(weak, labels), None)
+    )
+    assert same["built_in_prior"]["validation"]["delta"]["value"] == 0.0
+    assert same["built_in_prior"]["test"] is None
+    assert any("Training added no measurable discrimination" in n for n in same["diagnosis"])
+    # training clearly beyond the prior: the comparison is recorded, no warning
+    better = evaluate_run(
+        "r", _preds(strong, labels), None, boot, prior=("its prior", _preds(weak, labels), None)
+    )
+    assert better["built_in_prior"]["validation"]["delta"]["low"] > 0
+    assert not any("Training added" in n for n in better["diagnosis"])

@@ -152,11 +152,36 @@ def learning_diagnosis(result: dict[str, Any], oof: Predictions, test: Predictio
                 f"On the external test set the AUC is {tauc['value']:.2f} with a 95 % CI "
                 f"({tauc['low']:.2f}-{tauc['high']:.2f}) that includes 0.5: no evidence it transfers."
             )
+    prior = result.get("built_in_prior")
+    if prior and prior["validation"]["delta"]["low"] <= 0:
+        notes.append(
+            "Training added no measurable discrimination to the model's design: "
+            + prior_sentence(prior)
+            + " What this model scores comes from its built-in prior, not from these patients."
+        )
     if result.get("localisation"):  # Grad-CAM over the test recurrences (gliodeploy.explain.cohort)
         from gliodeploy.explain.localisation import localisation_diagnosis
 
         notes.extend(localisation_diagnosis(result["localisation"]))
     return notes
+
+
+def prior_sentence(prior: dict[str, Any]) -> str:
+    """One sentence: the trained folds against the untrained model's built-in prior (see
+    :func:`gliodeploy.evaluation.inference.untrained_prior`)."""
+
+    def part(c: dict[str, Any], where: str) -> str:
+        d = c["delta"]
+        return (
+            f"{where} AUC {c['auc_a']:.3f} trained vs {c['auc_b']:.3f} untrained "
+            f"(difference {d['value']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}], paired bootstrap, "
+            f"n = {c['n']})"
+        )
+
+    parts = [part(prior["validation"], "out-of-fold")]
+    if prior.get("test"):
+        parts.append(part(prior["test"], "external test"))
+    return f"against {prior['description']}: " + "; ".join(parts) + "."
 
 
 def evaluate_run(
@@ -168,6 +193,7 @@ def evaluate_run(
     operating_point: OperatingPoint | None = None,
     validation_mode: str = "study",
     localisation: dict[str, Any] | None = None,
+    prior: tuple[str, Predictions, Predictions | None] | None = None,
 ) -> dict[str, Any]:
     """Metrics of one run on validation (OOF) and, if given, the external test set.
 
@@ -176,6 +202,10 @@ def evaluate_run(
     run's ``training.validation`` (runs without one selected on the fold: ``"study"``).
     ``localisation`` (``gliodeploy.explain.cohort.explain_cohort``: Grad-CAM peak vs true lesion
     centre over the test recurrences) is stored as ``result["localisation"]`` and read by the diagnosis.
+    ``prior`` = ``(description, OOF, test)`` scores of the untrained model when its architecture
+    scores something before training (``inference.untrained_prior``): the paired AUC difference,
+    trained minus untrained, goes to ``result["built_in_prior"]`` and the diagnosis says when training
+    added nothing measurable.
     """
     youden = M.youden_threshold(oof.labels, oof.scores)
     temperature = M.fit_temperature(oof.labels, oof.scores)
@@ -213,6 +243,15 @@ def evaluate_run(
                 result["test"]["fold_agreement"] = _fold_agreement(test, operating_point.threshold)
     if localisation is not None:
         result["localisation"] = localisation
+    if prior is not None:
+        description, prior_oof, prior_test = prior
+        result["built_in_prior"] = {
+            "description": description,
+            "validation": compare_auc(oof, prior_oof, boot),
+            "test": compare_auc(test, prior_test, boot)
+            if test is not None and prior_test is not None
+            else None,
+        }
     result["diagnosis"] = learning_diagnosis(result, oof, test)
     return result
 

@@ -101,6 +101,35 @@ def ensemble_predictions(
     )
 
 
+def untrained_prior(run_path: str | Path) -> tuple[Any, str] | None:
+    """``(model, description)`` when the run's architecture scores something *before* training.
+
+    A model with a built-in prior (``prior_description`` on it or its backbone, e.g. LesionNet's
+    asymmetry prior, whose learned part starts at zero) is deterministic when freshly built; comparing
+    the trained folds with it measures what training added. Other models start from random weights
+    (chance): None.
+    """
+    from gliodeploy.training.rundir import RunDir
+
+    model = RunDir(run_path).build_model().eval()
+    description = getattr(getattr(model, "backbone", model), "prior_description", None)
+    return (model, str(description)) if description else None
+
+
+def prior_predictions(
+    model: Any,
+    like: Predictions,
+    volumes: dict[str, GridVolume],
+    *,
+    progress: bool = True,
+) -> Predictions:
+    """``model``'s probabilities on the patients of ``like`` (same order, labels, sites and scanners)."""
+    scores = predict_volumes([model], [volumes[s][0] for s in like.subjects], progress=progress)[:, 0]
+    return Predictions(
+        subjects=like.subjects, labels=like.labels, scores=scores, sites=like.sites, scanners=like.scanners
+    )
+
+
 def reader_voi_on_grid(
     row: ManifestRow, origin: Sequence[float], spacing_mm: Sequence[float], shape: Sequence[int]
 ) -> np.ndarray:

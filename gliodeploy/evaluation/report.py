@@ -25,6 +25,7 @@ from gliodeploy.evaluation.evaluate import (
     comparison_table,
     evaluate_baseline,
     evaluate_run,
+    prior_sentence,
     selection_bias,
 )
 from gliodeploy.evaluation.metrics import METRIC_NAMES, Estimate
@@ -80,6 +81,8 @@ class ReportInputs:
     operating_points: dict[str, OperatingPoint] = field(default_factory=dict)  # by run name
     # by run name: Grad-CAM localisation over the test recurrences (gliodeploy.explain.cohort)
     localisation: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # by run name: (description, OOF, test) scores of the untrained model when it has a built-in prior
+    prior: dict[str, tuple[str, Predictions, Predictions | None]] = field(default_factory=dict)
 
 
 def run_validation_mode(plans: dict[str, Any]) -> str:
@@ -99,6 +102,7 @@ def compute_metrics(inputs: ReportInputs, boot: BootstrapSettings) -> dict[str, 
             operating_point=inputs.operating_points.get(r.name),
             validation_mode=run_validation_mode(r.plans),
             localisation=inputs.localisation.get(r.name),
+            prior=inputs.prior.get(r.name),
         )
         for r in inputs.runs
     ]
@@ -242,6 +246,12 @@ def render(metrics: dict[str, Any], inputs: ReportInputs, *, curve_resamples: in
                 if r.get("localisation")
                 else ""
             )
+            + (
+                f"<br><span data-prior='{html.escape(r['name'])}'>Trained "
+                f"{html.escape(prior_sentence(r['built_in_prior']))}</span>"
+                if r.get("built_in_prior")
+                else ""
+            )
             + _selection_bias_html(r.get("selection_bias"))
             + "".join(f"<br><b>&#9888; {html.escape(n)}</b>" for n in r.get("diagnosis", []))
             + "</li>"
@@ -249,6 +259,8 @@ def render(metrics: dict[str, Any], inputs: ReportInputs, *, curve_resamples: in
         md += [f"- {r['name']}: validation {mode_text}", f"  - operating point: {op_text}"]
         if r.get("localisation"):
             md += [f"  - {localisation_sentence(r['localisation'])}"]
+        if r.get("built_in_prior"):
+            md.append(f"  - Trained {prior_sentence(r['built_in_prior'])}")
         if r.get("selection_bias"):
             md.append(f"  - {_selection_bias_text(r['selection_bias'])}")
         md += [f"  - **{n}**" for n in r.get("diagnosis", [])]

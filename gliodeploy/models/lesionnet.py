@@ -267,6 +267,16 @@ class LesionNet(nn.Module):
         if pooling == "lse":
             self.log_r = nn.Parameter(torch.tensor(math.log(lse_r)))
 
+    @property
+    def prior_description(self) -> str | None:
+        """What the untrained model already scores (None: nothing by design, the usual random init).
+
+        With the evidence prior the learned part starts at exactly zero, so a freshly built model
+        scores ``gain * max(asymmetry) + bias``: `gliodeploy evaluate` compares the trained folds with
+        it to say whether training added anything.
+        """
+        return "its built-in left-right asymmetry prior (the untrained model)" if self.use_prior else None
+
     def features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """Fused features, brain mask and asymmetry prior (or None) at the evidence level."""
         brain = (x > 0).to(x.dtype)  # the input is brain-masked (zero outside)
