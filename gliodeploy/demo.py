@@ -97,6 +97,12 @@ def _read_manifest(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(fh))
 
 
+def _delta(comparison: dict) -> str:
+    """``+0.012 [-0.020, +0.041], p = 0.45``: a paired bootstrap AUC difference from metrics.json."""
+    d = comparison["delta"]
+    return f"{d['value']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}], p = {comparison['p_value']:.2f}"
+
+
 def _auc_lines(metrics_path: Path) -> list[str]:
     """Headline AUCs (with 95 % CIs) of the CNN ensemble and the TBR baseline from metrics.json."""
     try:
@@ -123,6 +129,17 @@ def _auc_lines(metrics_path: Path) -> list[str]:
                 f"({rate['value']:.0%}, 95 % CI {rate['low']:.0%}-{rate['high']:.0%}); median attention "
                 f"inside the brain {loc['median_attention_inside_brain']:.0%}"
             )
+        prior = run.get("built_in_prior")
+        if prior:
+            parts = [
+                f"{where} {c['auc_a']:.3f} vs {c['auc_b']:.3f} ({_delta(c)})"
+                for where, c in (("OOF", prior["validation"]), ("external", prior.get("test")))
+                if c
+            ]
+            lines.append(f"CNN ensemble '{run['name']}' trained vs untrained prior: " + "; ".join(parts))
+        versus = run.get("test_auc_vs_baseline")
+        if versus:
+            lines.append(f"CNN ensemble '{run['name']}' - baseline, external test AUC: {_delta(versus)}")
     base = data.get("baseline")
     if base:
         lines.append(f"{base['name']}: training-site AUC {auc(base.get('validation'))}")
