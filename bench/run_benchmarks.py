@@ -179,7 +179,7 @@ def render(results_dir: Path) -> str:
         )
         parts.append(learning_curve_summary(results_dir))
         # variants first, then the learning curve points, then the early probes
-        order = {"variants": 0, "curve": 1, "probe": 2}
+        order = {"variants": 0, "prior": 1, "curve": 2, "probe": 3}
         learning.sort(key=lambda p: (order.get(p.stem.split("_")[1], 3), p.stem))
         for path in learning:
             text = path.read_text(encoding="utf-8").strip()

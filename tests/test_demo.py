@@ -56,6 +56,7 @@ def test_demo_runs_the_whole_pipeline_and_stops_the_server(tmp_path: Path) -> No
     # The summary quotes the CNN and the TBR baseline AUCs, and the server was stopped.
     assert "CNN ensemble 'tiny_demo': external test AUC" in proc.stdout
     assert "tbr_max baseline: external test AUC" in proc.stdout
+    assert "CNN ensemble 'tiny_demo' - baseline, external test AUC: " in proc.stdout  # paired bootstrap
     assert "Triton server stopped" in proc.stdout
     assert "$ gliodeploy verify " in proc.stdout and "gliodeploy_ensemble: versions 1 OK" in proc.stdout
     # The served decision rule is the OOF-chosen operating point, and the client's decisions are shown.
