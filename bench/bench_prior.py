@@ -39,6 +39,18 @@ def _delta(c: dict[str, Any] | None) -> str:
     return f"{d['value']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]"
 
 
+def verdict(run: str, oof: dict[str, Any]) -> str:
+    """One line: what training did to the out-of-fold AUC, from the paired difference's CI."""
+    d = oof["delta"]
+    if d["low"] > 0:
+        what = "added discrimination to"
+    elif d["high"] < 0:
+        what = "lowered the discrimination below"
+    else:
+        what = "added no measurable discrimination to"
+    return f"{run}: training {what} the untrained prior out of fold ({_delta(oof)})."
+
+
 def evaluate(run: Path, manifest: Path, bootstrap: int) -> dict[str, Any]:
     """``gliodeploy evaluate RUN`` into a temporary folder; returns its metrics.json."""
     with tmpdir("prior") as tmp:
@@ -99,12 +111,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{_auc(base.get('validation')).split(' ')[0]} / {_auc(base.get('test')).split(' ')[0]}",
             _delta(entry.get("test_auc_vs_baseline")),
         )
-        added = val["delta"]["low"] > 0
-        verdicts.append(
-            f"{run}: training "
-            + ("added discrimination" if added else "added no measurable discrimination")
-            + f" to the untrained prior out of fold ({_delta(val)})."
-        )
+        verdicts.append(verdict(str(run), val))
         raw[str(run)] = {
             "built_in_prior": prior,
             "validation": entry["validation"]["thresholds"]["0.5"]["metrics"]["roc_auc"],

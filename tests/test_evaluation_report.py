@@ -253,3 +253,9 @@ def test_built_in_prior_diagnosis_says_whether_training_added_anything() -> None
     )
     assert better["built_in_prior"]["validation"]["delta"]["low"] > 0
     assert not any("Training added" in n for n in better["diagnosis"])
+    # training clearly below the prior: said as overfitting
+    worse = evaluate_run(
+        "r", _preds(weak, labels), None, boot, prior=("its prior", _preds(strong, labels), None)
+    )
+    assert worse["built_in_prior"]["validation"]["delta"]["high"] < 0
+    assert any("worse than its untrained design" in n for n in worse["diagnosis"])

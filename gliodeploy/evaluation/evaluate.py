@@ -154,10 +154,19 @@ def learning_diagnosis(result: dict[str, Any], oof: Predictions, test: Predictio
             )
     prior = result.get("built_in_prior")
     if prior and prior["validation"]["delta"]["low"] <= 0:
+        worse = prior["validation"]["delta"]["high"] < 0
         notes.append(
-            "Training added no measurable discrimination to the model's design: "
+            (
+                "Training made the model worse than its untrained design (overfitting): "
+                if worse
+                else "Training added no measurable discrimination to the model's design: "
+            )
             + prior_sentence(prior)
-            + " What this model scores comes from its built-in prior, not from these patients."
+            + (
+                " Train fewer epochs or regularise more; the untrained prior scored these patients better."
+                if worse
+                else " What this model scores comes from its built-in prior, not from these patients."
+            )
         )
     if result.get("localisation"):  # Grad-CAM over the test recurrences (gliodeploy.explain.cohort)
         from gliodeploy.explain.localisation import localisation_diagnosis
