@@ -48,6 +48,9 @@ def test_learning_curve_summary_groups_by_cohort_and_orders_sections(tmp_path: P
         [("lesionnet", 100, 0.78, 0.83), ("cnn3d_reduced", 100, 0.51, 0.83)],
         "n=500 seed=1",
     )
+    # bench_prior.py: its raw numbers are keyed by run, with no learning-curve points
+    (tmp_path / "learning_prior_x.json").write_text(json.dumps({"raw": {"/runs/a": {}}}), encoding="utf-8")
+    (tmp_path / "learning_prior_x.md").write_text("## What training added\n\nbody\n", encoding="utf-8")
     text = run_benchmarks.render(tmp_path)
     summary = run_benchmarks.learning_curve_summary(tmp_path)
     assert summary in text
@@ -59,7 +62,8 @@ def test_learning_curve_summary_groups_by_cohort_and_orders_sections(tmp_path: P
         "| learning_curve_lesionnet_n200 |"
     )
     assert "| cnn3d_reduced | 100 | 0.510" in summary
-    # variants, then the curve, then the probes
-    order = [text.index(f"### learning_{s}") for s in ("variants_n100", "curve_lesionnet_n200", "probe_a")]
+    # variants, then what training added to the prior, then the curve, then the probes
+    sections = ("variants_n100", "prior_x", "curve_lesionnet_n200", "probe_a")
+    order = [text.index(f"### learning_{s}") for s in sections]
     assert order == sorted(order)
     assert "\n## Learning\n" not in text  # a result's own title never competes with the page's sections
