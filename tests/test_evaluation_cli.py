@@ -93,6 +93,7 @@ def test_evaluate_writes_report_with_ensemble_and_baseline(cohort_run: tuple[Pat
     )
     assert len(entry["test"]["folds"]["per_fold"]) == N_FOLDS
     assert "built_in_prior" not in entry  # CNN3D starts from random weights: no prior to compare with
+    assert entry["localisation"]["n_with_truth"] > 0  # Grad-CAM over the test recurrences, as for any model
     # the baseline was computed on every scan, evaluated on train (Youden) and test
     assert len(metrics["baseline_parameters"]) == len(read_manifest(manifest, require_train=False).rows)
     assert metrics["baseline"]["test"]["n"] == len(test_rows)

@@ -140,25 +140,6 @@ def evaluate(
             volumes = inference.load_volumes(cohort.test, cfg, cache_root)
             models = RunDir(r.path).load_fold_models()
             inputs.test[r.name] = inference.ensemble_predictions(cohort.test, volumes, models)
-        prior = inference.untrained_prior(r.path)
-        if prior is not None:  # what the architecture scores before training, on the same patients
-            model, description = prior
-            typer.echo(f"[{r.name}] scoring {description} on the same patients")
-            by_subject = {row.subject: row for row in cohort.rows}
-            missing = [s for s in r.oof.subjects if s not in by_subject]
-            if missing:
-                raise InputError(
-                    f"{len(missing)} out-of-fold subject(s) of {r.path} are not in {cohort.path} "
-                    f"(e.g. {missing[0]}): evaluate with the manifest the run was trained on"
-                )
-            oof_volumes = inference.load_volumes(
-                [by_subject[s] for s in r.oof.subjects], cfg, cache_root, progress=False
-            )
-            prior_oof = inference.prior_predictions(model, r.oof, oof_volumes, progress=False)
-            prior_test = None
-            if inputs.test[r.name] is not None:
-                prior_test = inference.prior_predictions(model, inputs.test[r.name], volumes, progress=False)
-            inputs.prior[r.name] = (description, prior_oof, prior_test)
             if localisation or (localisation is None and any(x.truth_lesion_mm for x in cohort.test)):
                 from gliodeploy.explain.cohort import explain_cohort, read_true_labels
 
@@ -178,6 +159,25 @@ def evaluate(
                     f"{loc['median_attention_inside_brain']:.0%} ({loc['n_explained']} scans, "
                     f"{loc['seconds']:.0f} s)"
                 )
+        prior = inference.untrained_prior(r.path)
+        if prior is not None:  # what the architecture scores before training, on the same patients
+            model, description = prior
+            typer.echo(f"[{r.name}] scoring {description} on the same patients")
+            by_subject = {row.subject: row for row in cohort.rows}
+            missing = [s for s in r.oof.subjects if s not in by_subject]
+            if missing:
+                raise InputError(
+                    f"{len(missing)} out-of-fold subject(s) of {r.path} are not in {cohort.path} "
+                    f"(e.g. {missing[0]}): evaluate with the manifest the run was trained on"
+                )
+            oof_volumes = inference.load_volumes(
+                [by_subject[s] for s in r.oof.subjects], cfg, cache_root, progress=False
+            )
+            prior_oof = inference.prior_predictions(model, r.oof, oof_volumes, progress=False)
+            prior_test = None
+            if inputs.test[r.name] is not None:
+                prior_test = inference.prior_predictions(model, inputs.test[r.name], volumes, progress=False)
+            inputs.prior[r.name] = (description, prior_oof, prior_test)
 
     if baseline:
         cfg = next(iter(configs.values()))  # the baseline reads SUV: any run's grid is fine, take the first
