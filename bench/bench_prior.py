@@ -39,6 +39,12 @@ def _delta(c: dict[str, Any] | None) -> str:
     return f"{d['value']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]"
 
 
+def model_options(model: dict[str, Any]) -> str:
+    """``lesionnet (asymmetry_peak_smoothing_mm=0.0)``: the architecture and its non-default options."""
+    kwargs = ", ".join(f"{k}={v}" for k, v in sorted((model.get("kwargs") or {}).items()))
+    return f"{model['name']} ({kwargs})" if kwargs else f"{model['name']} (defaults)"
+
+
 def verdict(run: str, oof: dict[str, Any]) -> str:
     """One line: what training did to the out-of-fold AUC, from the paired difference's CI."""
     d = oof["delta"]
@@ -77,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         f"Trained vs untrained (built-in prior only), same patients; cohort `{args.manifest}`",
         [
             "run",
+            "model options",
             "epochs",
             "OOF AUC trained",
             "OOF untrained",
@@ -101,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         val, test = prior["validation"], prior.get("test")
         table.add(
             f"`{run}`",
+            model_options(plans["model"]),
             plans["training"]["epochs"],
             _auc(entry["validation"]),
             f"{val['auc_b']:.3f}",
