@@ -31,7 +31,7 @@ Not one of the study's six architectures: an improved, named option of the exper
   0.819 vs 0.797 (400 training subjects) and 0.700 vs 0.683 (external).
 * What training adds (``gliodeploy evaluate`` compares every run with its untrained self): at ~100
   subjects, nothing measurable; 12 epochs even lower the out-of-fold AUC below the prior's (learning-
-  curve cohort 0.776 vs 0.819, paired 95 % CI -0.079 to -0.012), 4 epochs keep it (0.817).
+  curve cohort 0.776 vs 0.819, paired 95 % CI -0.077 to -0.010), 4 epochs keep it (0.817).
 * Only 1-2 poolings: the evidence map keeps 2x the input spacing (8 mm on the 4 mm demo grid), so
   its Grad-CAM (the evidence layer, :data:`GRADCAM_LAYER`) localises a lesion; deeper levels (16 mm,
   32 mm, for context) are upsampled back to the evidence level and concatenated (U-Net-like, 1x1x1
