@@ -9,6 +9,10 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+#: Markers in the hidden names of atomic_path's temporaries: ``.NAME.tmp-*`` (being written) and
+#: ``.NAME.old-*`` (a replaced folder on its way out); remove_stale_temporaries looks for the same.
+_TMP, _OLD = ".tmp-", ".old-"
+
 
 @contextlib.contextmanager
 def atomic_path(
@@ -22,7 +26,7 @@ def atomic_path(
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    prefix = f".{target.name}.tmp-"
+    prefix = f".{target.name}{_TMP}"
     if is_dir:
         tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=target.parent))
         os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp creates 0700
@@ -38,7 +42,7 @@ def atomic_path(
         if is_dir and target.exists():
             if not replace_dir:
                 raise FileExistsError(f"{target} already exists; refusing to replace a folder")
-            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+            old = Path(tempfile.mkdtemp(prefix=f".{target.name}{_OLD}", dir=target.parent))
             os.replace(target, old / target.name)
             os.replace(tmp, target)
             shutil.rmtree(old, ignore_errors=True)
@@ -63,7 +67,7 @@ def remove_stale_temporaries(folder: str | os.PathLike[str]) -> list[Path]:
         return []
     removed = []
     for p in folder.iterdir():
-        if p.name.startswith(".") and (".tmp-" in p.name or ".old-" in p.name):
+        if p.name.startswith(".") and (_TMP in p.name or _OLD in p.name):
             if p.is_dir():
                 shutil.rmtree(p, ignore_errors=True)
             else:
