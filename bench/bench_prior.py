@@ -35,8 +35,9 @@ def _auc(split: dict[str, Any] | None) -> str:
 def _delta(c: dict[str, Any] | None) -> str:
     if not c:
         return "n/a"
-    d = c["delta"]
-    return f"{d['value']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]"
+    from gliodeploy.evaluation.metrics import Estimate
+
+    return Estimate(**c["delta"]).format_signed()
 
 
 def model_options(model: dict[str, Any]) -> str:

@@ -99,8 +99,9 @@ def _read_manifest(path: Path) -> list[dict[str, str]]:
 
 def _delta(comparison: dict) -> str:
     """``+0.012 [-0.020, +0.041], p = 0.45``: a paired bootstrap AUC difference from metrics.json."""
-    d = comparison["delta"]
-    return f"{d['value']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}], p = {comparison['p_value']:.2f}"
+    from gliodeploy.evaluation.metrics import Estimate
+
+    return f"{Estimate(**comparison['delta']).format_signed()}, p = {comparison['p_value']:.2f}"
 
 
 def _auc_lines(metrics_path: Path) -> list[str]:

@@ -153,20 +153,17 @@ def learning_diagnosis(result: dict[str, Any], oof: Predictions, test: Predictio
                 f"({tauc['low']:.2f}-{tauc['high']:.2f}) that includes 0.5: no evidence it transfers."
             )
     prior = result.get("built_in_prior")
-    if prior and prior["validation"]["delta"]["low"] <= 0:
-        worse = prior["validation"]["delta"]["high"] < 0
+    if prior and prior["validation"]["delta"]["high"] < 0:
         notes.append(
-            (
-                "Training made the model worse than its untrained design (overfitting): "
-                if worse
-                else "Training added no measurable discrimination to the model's design: "
-            )
+            "Training made the model worse than its untrained design (overfitting): "
             + prior_sentence(prior)
-            + (
-                " Train fewer epochs or regularise more; the untrained prior scored these patients better."
-                if worse
-                else " What this model scores comes from its built-in prior, not from these patients."
-            )
+            + " Train fewer epochs or regularise more; the untrained prior scored these patients better."
+        )
+    elif prior and prior["validation"]["delta"]["low"] <= 0:
+        notes.append(
+            "Training added no measurable discrimination to the model's design: "
+            + prior_sentence(prior)
+            + " What this model scores comes from its built-in prior, not from these patients."
         )
     if result.get("localisation"):  # Grad-CAM over the test recurrences (gliodeploy.explain.cohort)
         from gliodeploy.explain.localisation import localisation_diagnosis
@@ -180,11 +177,9 @@ def prior_sentence(prior: dict[str, Any]) -> str:
     :func:`gliodeploy.evaluation.inference.untrained_prior`)."""
 
     def part(c: dict[str, Any], where: str) -> str:
-        d = c["delta"]
         return (
             f"{where} AUC {c['auc_a']:.3f} trained vs {c['auc_b']:.3f} untrained "
-            f"(difference {d['value']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}], paired bootstrap, "
-            f"n = {c['n']})"
+            f"(difference {M.Estimate(**c['delta']).format_signed()}, paired bootstrap, n = {c['n']})"
         )
 
     parts = [part(prior["validation"], "out-of-fold")]

@@ -51,6 +51,10 @@ class Estimate:
         """``0.812 [0.701-0.905]``."""
         return f"{self.value:.{digits}f} [{self.low:.{digits}f}-{self.high:.{digits}f}]"
 
+    def format_signed(self, digits: int = 3) -> str:
+        """``+0.012 [-0.020, +0.041]``: a difference, whose interval may cross zero."""
+        return f"{self.value:+.{digits}f} [{self.low:+.{digits}f}, {self.high:+.{digits}f}]"
+
 
 def check_binary(
     labels: Sequence[int] | np.ndarray, scores: Sequence[float] | np.ndarray, *, what: str = ""
