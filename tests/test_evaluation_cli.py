@@ -170,6 +170,30 @@ def test_lesionnet_run_is_compared_with_its_untrained_prior(
     assert "warning: Training added no measurable discrimination" in printed
     assert "untrained" in (out / "report.md").read_text()
 
+    # a manifest that lacks one of the run's out-of-fold patients: one clear line, nothing written
+    with open(manifest, newline="") as fh:
+        kept = [r for r in csv.DictReader(fh) if r["subject"] != oof[0].subject]
+    partial = manifest.parent / "without_one_oof_patient.csv"  # images are relative to the manifest
+    with open(partial, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(kept[0]))
+        w.writeheader()
+        w.writerows(kept)
+    out2 = tmp_path / "eval2"
+    args = [
+        "evaluate",
+        str(run),
+        "--manifest",
+        str(partial),
+        "--out",
+        str(out2),
+        "--no-baseline",
+        "--no-localisation",
+    ]
+    assert _cli(args) == 2
+    err = capsys.readouterr().err
+    assert f"(e.g. {oof[0].subject}): evaluate with the manifest the run was trained on" in err
+    assert "Traceback" not in err and not (out2 / "metrics.json").exists()
+
 
 def test_missing_run_dir_is_a_clear_error(tmp_path: Path, capsys) -> None:
     assert _cli(["evaluate", str(tmp_path / "no_such_run")]) == 4
