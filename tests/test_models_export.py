@@ -49,6 +49,11 @@ def test_onnx_export_dynamic_batch_matches_onnxruntime(tmp_path, name: str) -> N
         ("attention", {}),
         # the unsmoothed lesion side beside a smoothed mirror side (3-voxel box at 8 mm)
         ("max", {"asymmetry_smoothing_mm": 8.0, "asymmetry_peak_smoothing_mm": 0.0}),
+        # the ratio asymmetry (the demo's): a division by the floored mirrored side
+        (
+            "max",
+            {"asymmetry_mode": "ratio", "asymmetry_smoothing_mm": 0.0, "asymmetry_peak_smoothing_mm": 0.0},
+        ),
     ],
 )
 def test_lesionnet_onnx_export_dynamic_batch_matches_onnxruntime(

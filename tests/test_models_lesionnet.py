@@ -68,6 +68,10 @@ def test_default_size_and_options() -> None:
     peak = build_model("lesionnet", preprocessing=DEMO, asymmetry_peak_smoothing_mm=0.0)
     assert count_parameters(peak) == 53_298  # the asymmetry has no parameters
     assert peak.backbone.asymmetry.peak_smooth == (1, 1, 1) and peak.backbone.asymmetry.smooth == (3, 3, 3)
+    ratio = build_model("lesionnet", preprocessing=DEMO, asymmetry_mode="ratio")
+    assert count_parameters(ratio) == 53_298  # a ratio instead of a difference: still no parameters
+    assert ratio.backbone.asymmetry.mode == "ratio" and ratio.backbone.asymmetry.floor == 0.25
+    assert model.backbone.asymmetry.mode == "difference"  # the default is unchanged
     tiny = build_model("lesionnet", preprocessing=TINY).backbone.asymmetry
     assert tiny.window == (5, 5, 5) and tiny.smooth == (1, 1, 1)  # 8 mm voxels: +-16 mm, none
     assert next(iter(model.children())) is model.normalization
@@ -79,6 +83,8 @@ def test_default_size_and_options() -> None:
         "asymmetry_tolerance_mm",
         "asymmetry_smoothing_mm",
         "asymmetry_peak_smoothing_mm",
+        "asymmetry_mode",
+        "asymmetry_ratio_floor",
         "evidence_prior",
         "pooling",
         "evidence_level",
@@ -119,6 +125,9 @@ def test_tbr_normalisation_makes_the_model_blind_to_the_suv_scale() -> None:
             {"asymmetry_peak_smoothing_mm": -2.0},
             "asymmetry_peak_smoothing_mm must be a distance in [0, 50] mm",
         ),
+        ({"asymmetry_mode": "quotient"}, "asymmetry_mode must be one of difference, ratio"),
+        ({"asymmetry_ratio_floor": 0.0}, "asymmetry_ratio_floor must be in (0, 10]"),
+        ({"asymmetry_ratio_floor": True}, "asymmetry_ratio_floor must be in (0, 10]"),
         ({"spacing": [1, 1, 1]}, "no option(s) spacing"),
         ({"evidence_level": 3}, "evidence_level must be in 0..2"),
         ({"evidence_level": True}, "evidence_level must be an integer"),
@@ -222,9 +231,31 @@ def test_unsmoothed_lesion_side_keeps_a_small_focus_peak() -> None:
     assert peak[4, 4, 4].item() <= 0.0 and peak[11, 4, 4].item() <= 0.0  # the bilateral block cancels
 
 
-def test_untrained_model_scores_a_unilateral_focus_above_a_bilateral_one() -> None:
+def test_ratio_asymmetry_is_uptake_over_contralateral_floored_at_healthy_brain() -> None:
+    """The ratio mode: a focus over its mirror side's uptake (a tumour-to-contralateral ratio), never
+    over less than the floor; a bilateral structure gives 1 (no asymmetry), not 0."""
+    x = torch.full((1, 1, 16, 12, 12), 0.25)  # healthy brain at the "tbr" input's level
+    x[:, :, 3:6, 3:6, 3:6] = x[:, :, 10:13, 3:6, 3:6] = 0.75  # bilateral, exactly mirrored
+    x[:, :, 2, 9, 9] = 0.75  # a one-voxel focus 3x healthy, facing healthy brain
+    x[:, :, 13, 9, 2] = 0.05  # a cold spot (a ventricle)
+    out = Asymmetry(window=(3, 3, 3), mode="ratio", floor=0.25)(x)
+    torch.testing.assert_close(out[:, :1], x)
+    ratio = out[0, 1]
+    assert ratio[2, 9, 9].item() == pytest.approx(3.0)
+    assert ratio[4, 4, 4].item() == pytest.approx(1.0) and ratio[11, 4, 4].item() == pytest.approx(1.0)
+    assert ratio.max().item() == pytest.approx(3.0)
+    # Facing the cold spot, healthy brain is divided by the floor (1.0), not by 0.05 (5.0).
+    plain = Asymmetry(mode="ratio", floor=0.25)(x)[0, 1]
+    assert plain[2, 9, 2].item() == pytest.approx(1.0)
+    assert Asymmetry(mode="ratio", floor=0.01)(x)[0, 1, 2, 9, 2].item() == pytest.approx(5.0)
+    with pytest.raises(ValueError, match="asymmetry mode"):
+        Asymmetry(mode="quotient")
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"asymmetry_mode": "ratio", "asymmetry_tolerance_mm": 8.0}])
+def test_untrained_model_scores_a_unilateral_focus_above_a_bilateral_one(kwargs: dict) -> None:
     """The evidence prior: before any training the logit grows with the asymmetric uptake."""
-    model = build_model("lesionnet", preprocessing=DEMO).eval()
+    model = build_model("lesionnet", preprocessing=DEMO, **kwargs).eval()
     base = _brain(DEMO.shape)[None, None] * 1.2
     bilateral, unilateral = base.clone(), base.clone()
     bilateral[:, :, 22:26, 30:34, 18:22] = bilateral[:, :, 38:42, 30:34, 18:22] = 3.0  # striatum-like
