@@ -34,7 +34,10 @@ Not one of the study's six architectures: an improved, named option of the exper
   its background as TBR does. With an 8 mm tolerance and nothing smoothed its zero-parameter score
   ranks the learning-curve cohort's subjects closer to their true TBRmax (Spearman 0.934 training
   site / 0.931 external, vs 0.926 / 0.917 for the difference and 0.945 / 0.931 for the TBR baseline;
-  AUC 0.822 / 0.725 vs 0.819 / 0.700).
+  AUC 0.822 / 0.725 vs 0.819 / 0.700). Trained (4 epochs, n = 100): OOF AUC 0.832 vs 0.817, external
+  0.725 vs 0.700. On the demo cohort it is a wash (untrained OOF 0.855 vs 0.853, external 0.752 vs
+  0.764, n = 60). Any mirror prior misses a lesion on the midline, which faces itself in the mirror
+  (the TBR baseline excludes only the striatum and does not).
 * What training adds (``gliodeploy evaluate`` compares every run with its untrained self): at ~100
   subjects, nothing measurable; 12 epochs even lower the out-of-fold AUC below the prior's (learning-
   curve cohort 0.776 vs 0.819, paired 95 % CI -0.077 to -0.010), 4 epochs keep it (0.817).
