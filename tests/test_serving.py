@@ -64,9 +64,29 @@ def test_http_and_grpc_match_pytorch(triton_server, scans, reference):
         np.testing.assert_allclose(res.as_numpy(name), reference[name][1:2], atol=1e-5)
 
 
+def _settled_stats(client: httpclient.InferenceServerClient, model: str, timeout: float = 10.0) -> dict:
+    """The model's statistics once two reads 0.2 s apart agree.
+
+    Triton counts a request when it is released, which can be after its response reached the client:
+    under load a previous test's last request (or this test's last one) is counted a moment later.
+    """
+    deadline = time.monotonic() + timeout
+    last = client.get_inference_statistics(model)["model_stats"][0]
+    while time.monotonic() < deadline:
+        time.sleep(0.2)
+        now = client.get_inference_statistics(model)["model_stats"][0]
+        if (
+            now["inference_count"] == last["inference_count"]
+            and now["execution_count"] == last["execution_count"]
+        ):
+            return now
+        last = now
+    return last
+
+
 def test_dynamic_batching_groups_concurrent_requests(triton_server, scans, reference):
     client = httpclient.InferenceServerClient(triton_server.http_url)
-    before = client.get_inference_statistics(contract.ENSEMBLE_MODEL)["model_stats"][0]
+    before = _settled_stats(client, contract.ENSEMBLE_MODEL)
     singles = [scans[i % 3 : i % 3 + 1] for i in range(16)]
     with ThreadPoolExecutor(max_workers=16) as pool:
         results = list(pool.map(lambda x: _http(triton_server, x), singles))
@@ -74,7 +94,7 @@ def test_dynamic_batching_groups_concurrent_requests(triton_server, scans, refer
         np.testing.assert_allclose(
             res[contract.OUTPUT_PROBABILITY], reference["probability"][i % 3 : i % 3 + 1], atol=1e-5
         )
-    after = client.get_inference_statistics(contract.ENSEMBLE_MODEL)["model_stats"][0]
+    after = _settled_stats(client, contract.ENSEMBLE_MODEL)
     inferences = int(after["inference_count"]) - int(before["inference_count"])
     executions = int(after["execution_count"]) - int(before["execution_count"])
     assert inferences == 16
