@@ -54,6 +54,8 @@ def test_onnx_export_dynamic_batch_matches_onnxruntime(tmp_path, name: str) -> N
             "max",
             {"asymmetry_mode": "ratio", "asymmetry_smoothing_mm": 0.0, "asymmetry_peak_smoothing_mm": 0.0},
         ),
+        # with the partial-volume contrast term (a power of uptake over its brain-only local mean)
+        ("max", {"asymmetry_mode": "ratio", "asymmetry_contrast_gamma": 0.5, "asymmetry_contrast_mm": 8.0}),
     ],
 )
 def test_lesionnet_onnx_export_dynamic_batch_matches_onnxruntime(

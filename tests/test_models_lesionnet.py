@@ -71,7 +71,15 @@ def test_default_size_and_options() -> None:
     ratio = build_model("lesionnet", preprocessing=DEMO, asymmetry_mode="ratio")
     assert count_parameters(ratio) == 53_298  # a ratio instead of a difference: still no parameters
     assert ratio.backbone.asymmetry.mode == "ratio" and ratio.backbone.asymmetry.floor == 0.25
+    contrast = build_model(
+        "lesionnet", preprocessing=DEMO, asymmetry_mode="ratio", asymmetry_contrast_gamma=0.5
+    ).backbone
+    assert count_parameters(contrast) == 53_298  # the partial-volume term has no parameters either
+    assert contrast.asymmetry.contrast_gamma == 0.5 and contrast.asymmetry.contrast_window == (3, 3, 3)
+    assert contrast.evidence.gain.item() == pytest.approx(3.5)  # its own fitted prior start
+    assert "partial-volume" in contrast.prior_description
     assert model.backbone.asymmetry.mode == "difference"  # the default is unchanged
+    assert model.backbone.asymmetry.contrast_gamma == 0.0
     tiny = build_model("lesionnet", preprocessing=TINY).backbone.asymmetry
     assert tiny.window == (5, 5, 5) and tiny.smooth == (1, 1, 1)  # 8 mm voxels: +-16 mm, none
     assert next(iter(model.children())) is model.normalization
@@ -85,6 +93,8 @@ def test_default_size_and_options() -> None:
         "asymmetry_peak_smoothing_mm",
         "asymmetry_mode",
         "asymmetry_ratio_floor",
+        "asymmetry_contrast_gamma",
+        "asymmetry_contrast_mm",
         "evidence_prior",
         "pooling",
         "evidence_level",
@@ -128,6 +138,16 @@ def test_tbr_normalisation_makes_the_model_blind_to_the_suv_scale() -> None:
         ({"asymmetry_mode": "quotient"}, "asymmetry_mode must be one of difference, ratio"),
         ({"asymmetry_ratio_floor": 0.0}, "asymmetry_ratio_floor must be in (0, 10]"),
         ({"asymmetry_ratio_floor": True}, "asymmetry_ratio_floor must be in (0, 10]"),
+        ({"asymmetry_contrast_gamma": 0.5}, 'asymmetry_contrast_gamma needs asymmetry_mode = "ratio"'),
+        (
+            {"asymmetry_mode": "ratio", "asymmetry_contrast_gamma": -0.5},
+            "asymmetry_contrast_gamma must be in [0, 2]",
+        ),
+        (
+            {"asymmetry_mode": "ratio", "asymmetry_contrast_gamma": "0.5"},
+            "asymmetry_contrast_gamma must be in [0, 2]",
+        ),
+        ({"asymmetry_contrast_mm": 60.0}, "asymmetry_contrast_mm must be a distance in [0, 50] mm"),
         ({"spacing": [1, 1, 1]}, "no option(s) spacing"),
         ({"evidence_level": 3}, "evidence_level must be in 0..2"),
         ({"evidence_level": True}, "evidence_level must be an integer"),
@@ -252,7 +272,34 @@ def test_ratio_asymmetry_is_uptake_over_contralateral_floored_at_healthy_brain()
         Asymmetry(mode="quotient")
 
 
-@pytest.mark.parametrize("kwargs", [{}, {"asymmetry_mode": "ratio", "asymmetry_tolerance_mm": 8.0}])
+def test_contrast_term_reads_a_small_focus_higher_than_a_large_one_of_the_same_peak() -> None:
+    """The partial-volume term: the ratio times (uptake / brain mean of the 3x3x3 box) ** gamma. A blurred
+    small focus has its peak far above its neighbourhood, a large one does not; healthy brain, the brain's
+    edge (the mean is over brain voxels only) and a large focus's centre keep their ratio."""
+    x = torch.zeros((1, 1, 16, 12, 12))
+    x[:, :, 1:15, 1:11, 1:11] = 0.25  # healthy brain at the "tbr" input's level, zero outside
+    x[:, :, 3, 8, 8] = 0.75  # a one-voxel focus 3x healthy, facing healthy brain
+    x[:, :, 9:12, 2:5, 2:5] = 0.75  # a 3x3x3 focus of the same peak, facing healthy brain
+    plain = Asymmetry(window=(3, 3, 3), mode="ratio", floor=0.25)(x)[0, 1]
+    pv = Asymmetry(window=(3, 3, 3), mode="ratio", floor=0.25, contrast_gamma=0.5)(x)[0, 1]
+    assert plain[3, 8, 8].item() == pytest.approx(3.0) and plain[10, 3, 3].item() == pytest.approx(3.0)
+    mean = (26 * 0.25 + 0.75) / 27
+    assert pv[3, 8, 8].item() == pytest.approx(3.0 * (0.75 / mean) ** 0.5, rel=1e-5)  # small: read higher
+    assert pv[10, 3, 3].item() == pytest.approx(3.0)  # the large focus's centre: its own mean
+    assert pv[7, 6, 6].item() == pytest.approx(1.0) and pv[1, 1, 1].item() == pytest.approx(1.0)
+    assert pv[0, 0, 0].item() == 0.0 and torch.isfinite(pv).all()  # outside the brain: 0, never NaN
+    with pytest.raises(ValueError, match="needs the ratio mode"):
+        Asymmetry(contrast_gamma=0.5)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {},
+        {"asymmetry_mode": "ratio", "asymmetry_tolerance_mm": 8.0},
+        {"asymmetry_mode": "ratio", "asymmetry_ratio_floor": 0.3, "asymmetry_contrast_gamma": 0.5},
+    ],
+)
 def test_untrained_model_scores_a_unilateral_focus_above_a_bilateral_one(kwargs: dict) -> None:
     """The evidence prior: before any training the logit grows with the asymmetric uptake."""
     model = build_model("lesionnet", preprocessing=DEMO, **kwargs).eval()
