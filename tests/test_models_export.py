@@ -56,6 +56,16 @@ def test_onnx_export_dynamic_batch_matches_onnxruntime(tmp_path, name: str) -> N
         ),
         # with the partial-volume contrast term (a power of uptake over its brain-only local mean)
         ("max", {"asymmetry_mode": "ratio", "asymmetry_contrast_gamma": 0.5, "asymmetry_contrast_mm": 8.0}),
+        # the demo's: the mirror about the mid-sagittal plane estimated in the graph (gathers, argmax)
+        (
+            "max",
+            {
+                "asymmetry_mode": "ratio",
+                "asymmetry_ratio_floor": 0.3,
+                "asymmetry_contrast_gamma": 0.5,
+                "asymmetry_mirror": "midsagittal",
+            },
+        ),
     ],
 )
 def test_lesionnet_onnx_export_dynamic_batch_matches_onnxruntime(

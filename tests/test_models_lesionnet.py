@@ -79,7 +79,10 @@ def test_default_size_and_options() -> None:
     assert contrast.evidence.gain.item() == pytest.approx(3.5)  # its own fitted prior start
     assert "partial-volume" in contrast.prior_description
     assert model.backbone.asymmetry.mode == "difference"  # the default is unchanged
-    assert model.backbone.asymmetry.contrast_gamma == 0.0
+    assert model.backbone.asymmetry.contrast_gamma == 0.0 and model.backbone.asymmetry.plane is None
+    plane = build_model("lesionnet", preprocessing=DEMO, asymmetry_mirror="midsagittal").backbone
+    assert count_parameters(plane) == 53_298  # the plane is estimated, not learned
+    assert plane.asymmetry.plane is not None and plane.asymmetry.spacing == (4.0, 4.0, 4.0)
     tiny = build_model("lesionnet", preprocessing=TINY).backbone.asymmetry
     assert tiny.window == (5, 5, 5) and tiny.smooth == (1, 1, 1)  # 8 mm voxels: +-16 mm, none
     assert next(iter(model.children())) is model.normalization
@@ -95,6 +98,7 @@ def test_default_size_and_options() -> None:
         "asymmetry_ratio_floor",
         "asymmetry_contrast_gamma",
         "asymmetry_contrast_mm",
+        "asymmetry_mirror",
         "evidence_prior",
         "pooling",
         "evidence_level",
@@ -148,6 +152,7 @@ def test_tbr_normalisation_makes_the_model_blind_to_the_suv_scale() -> None:
             "asymmetry_contrast_gamma must be in [0, 2]",
         ),
         ({"asymmetry_contrast_mm": 60.0}, "asymmetry_contrast_mm must be a distance in [0, 50] mm"),
+        ({"asymmetry_mirror": "atlas"}, "asymmetry_mirror must be one of grid, midsagittal"),
         ({"spacing": [1, 1, 1]}, "no option(s) spacing"),
         ({"evidence_level": 3}, "evidence_level must be in 0..2"),
         ({"evidence_level": True}, "evidence_level must be an integer"),
@@ -298,6 +303,12 @@ def test_contrast_term_reads_a_small_focus_higher_than_a_large_one_of_the_same_p
         {},
         {"asymmetry_mode": "ratio", "asymmetry_tolerance_mm": 8.0},
         {"asymmetry_mode": "ratio", "asymmetry_ratio_floor": 0.3, "asymmetry_contrast_gamma": 0.5},
+        {
+            "asymmetry_mode": "ratio",
+            "asymmetry_ratio_floor": 0.3,
+            "asymmetry_contrast_gamma": 0.5,
+            "asymmetry_mirror": "midsagittal",
+        },
     ],
 )
 def test_untrained_model_scores_a_unilateral_focus_above_a_bilateral_one(kwargs: dict) -> None:
