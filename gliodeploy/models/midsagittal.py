@@ -7,7 +7,7 @@ tilted sideways (roll) puts the true mirror position of a frontal or occipital p
 the flipped one: a lesion there is compared with itself or with the wrong structure. Symmetry-plane
 estimation is the standard remedy in brain-asymmetry analysis.
 
-How (no parameters, ONNX opset 18: sums, trigonometry of constants, rounding, ``Gather``, ``ArgMax``):
+How (no parameters; ONNX opset 18: sums, trigonometry, ``Floor``, ``Gather``, ``Softmax``):
 
 * The plane passes through the brain's centroid (the input is brain-masked, zero outside).
 * Yaw is found on the **axial projection** (sum over z): a rotation about z rotates it by the same
@@ -17,8 +17,10 @@ How (no parameters, ONNX opset 18: sums, trigonometry of constants, rounding, ``
 * For each candidate angle (every ``step_deg`` within ``+-span_deg``) the projection is reflected about
   the line through the centroid and correlated with itself; the most symmetric line wins. Two small
   2-D searches instead of a 3-D one.
-* The volume is then reflected about the plane with those two angles, by nearest-neighbour lookup
-  (an affine index map, so every axis is computed separately and broadcast).
+* The volume is then reflected about the plane with those two angles (an affine map, every axis
+  computed separately and broadcast), with trilinear interpolation.
+* Everything is continuous in the input (linear interpolation, a soft argmax over the candidates), so
+  ONNX Runtime and PyTorch, whose arithmetic differs in the last bits, choose the same plane.
 
 On the synthetic learning-curve cohort (500 scans; head rotations N(0, 5 deg) per axis, clipped at
 15 deg) the estimate is off the true yaw by 0.7 deg on average (95 % within 1.9 deg) and off the true
@@ -27,6 +29,7 @@ roll by 0.6 deg (95 % within 1.7 deg); ~11 ms per scan on one CPU core at 64x64x
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 
@@ -46,6 +49,45 @@ def brain_centroid(x: torch.Tensor) -> torch.Tensor:
     return torch.stack([(p * _arange(p.shape[1], x)).sum(1) / total for p in profiles], dim=1)
 
 
+#: Temperature of the soft argmax over candidate angles (correlation units): neighbouring candidates
+#: differ by ~1e-3-1e-2, so the soft argmax refines between them, and the estimate is a continuous
+#: function of the input (a hard argmax flips between near-tied candidates on a 1e-7 float difference,
+#: so ONNX Runtime and PyTorch could pick different planes).
+SOFTMAX_TEMPERATURE = 1e-3
+
+
+def _interpolate(flat: torch.Tensor, coords: Sequence[torch.Tensor], sizes: Sequence[int]) -> torch.Tensor:
+    """Multilinear interpolation of ``flat`` ``[B, C, prod(sizes)]`` (a C-order grid of ``sizes``) at the
+    continuous voxel coordinates ``coords`` (one tensor per axis, broadcastable to ``[B, *S]``); zero
+    off the grid. Returns ``[B, C, *S]``.
+
+    Linear, not nearest-neighbour: the result is continuous in the coordinates, so a 1e-7 difference
+    between two runtimes' arithmetic gives a 1e-7 difference here, never another voxel.
+    """
+    lows = [torch.floor(c) for c in coords]
+    fracs = [c - low for c, low in zip(coords, lows, strict=True)]
+    out: torch.Tensor | None = None
+    for corner in itertools.product((0, 1), repeat=len(sizes)):
+        index: torch.Tensor | None = None
+        weight: torch.Tensor | None = None
+        for low, frac, size, step in zip(lows, fracs, sizes, corner, strict=True):
+            at = low + step
+            w = (frac if step else 1 - frac) * ((at >= 0) & (at <= size - 1)).to(frac.dtype)
+            at = torch.clamp(at, 0, size - 1)
+            index = at if index is None else index * size + at
+            weight = w if weight is None else weight * w
+        assert index is not None and weight is not None
+        b = flat.shape[0]
+        index, weight = torch.broadcast_tensors(index, weight)
+        shape = (b, *index.shape[1:])
+        index, weight = index.expand(shape), weight.expand(shape)
+        values = torch.gather(flat, 2, index.long().reshape(b, 1, -1).expand(b, flat.shape[1], -1))
+        term = values.reshape(b, flat.shape[1], *shape[1:]) * weight[:, None]
+        out = term if out is None else out + term
+    assert out is not None
+    return out
+
+
 def _most_symmetric_angle(
     image: torch.Tensor,
     cu: torch.Tensor,
@@ -53,7 +95,8 @@ def _most_symmetric_angle(
     spacing: tuple[float, float],
     angles: torch.Tensor,
 ) -> torch.Tensor:
-    """Angle ``[B]`` (radians) of the normal ``(cos, sin)`` of the most symmetric line through ``(cu, cv)``.
+    """Angle ``[B]`` (radians) of the normal ``(cos, sin)`` of the most symmetric line through ``(cu, cv)``
+    (a soft argmax of the mirror correlation over the candidate ``angles``).
 
     ``image`` ``[B, U, V]``; the reflection is done in millimetres (``spacing`` of the two axes).
     """
@@ -63,18 +106,17 @@ def _most_symmetric_angle(
     u = _arange(u_size, image)[None, None, :, None] - cu[:, None, None, None]
     v = _arange(v_size, image)[None, None, None, :] - cv[:, None, None, None]
     # reflection matrix I - 2 m m^T (m = the unit normal), in voxel units of each axis
-    src_u = torch.round(cu[:, None, None, None] + (1 - 2 * cos * cos) * u - 2 * cos * sin * v * (sv / su))
-    src_v = torch.round(cv[:, None, None, None] - 2 * cos * sin * u * (su / sv) + (1 - 2 * sin * sin) * v)
-    inside = (src_u >= 0) & (src_u <= u_size - 1) & (src_v >= 0) & (src_v <= v_size - 1)
-    index = torch.clamp(src_u, 0, u_size - 1) * v_size + torch.clamp(src_v, 0, v_size - 1)
-    k = angles.shape[0]
+    src_u = cu[:, None, None, None] + (1 - 2 * cos * cos) * u - 2 * cos * sin * v * (sv / su)
+    src_v = cv[:, None, None, None] - 2 * cos * sin * u * (su / sv) + (1 - 2 * sin * sin) * v
     flat = image.reshape(b, 1, u_size * v_size)
-    mirrored = torch.gather(flat.expand(b, k, u_size * v_size), 2, index.long().reshape(b, k, -1))
-    mirrored = mirrored * inside.reshape(b, k, -1).to(image.dtype)
-    a = flat - flat.mean(2, keepdim=True)
-    m = mirrored - mirrored.mean(2, keepdim=True)
-    corr = (m * a).sum(2) / torch.clamp(m.norm(dim=2) * a.norm(dim=2), min=1e-12)
-    return angles[corr.argmax(1)]
+    mirrored = _interpolate(flat, (src_u, src_v), (u_size, v_size)).reshape(b, angles.shape[0], -1)
+    # The correlation in float64: runtimes sum in different orders, and the soft argmax divides the
+    # correlation by SOFTMAX_TEMPERATURE, which would magnify a float32 rounding difference.
+    a = flat.double() - flat.double().mean(2, keepdim=True)
+    m = mirrored.double() - mirrored.double().mean(2, keepdim=True)
+    corr = (m * a).sum(2) / torch.clamp(torch.sqrt((m * m).sum(2) * (a * a).sum(2)), min=1e-12)
+    weights = torch.softmax(corr / SOFTMAX_TEMPERATURE, dim=1).to(image.dtype)
+    return (weights * angles[None, :]).sum(1)
 
 
 def _straightened(
@@ -82,22 +124,23 @@ def _straightened(
 ) -> torch.Tensor:
     """``volume`` ``[B, X, Y, Z]`` sheared so that the head's front-back lines (turned by ``yaw``) run
     along the y axis: a coronal projection (sum over y) then sums along them, as it would for a head
-    that lies straight, and shows the roll alone (to first order in yaw; nearest neighbour)."""
+    that lies straight, and shows the roll alone (to first order in yaw)."""
     b, nx, ny, nz = volume.shape
     y_mm = (_arange(ny, volume)[None, :] - centre[:, 1:2]) * spacing[1]  # [B, Y]
     shift = y_mm * torch.tan(yaw)[:, None] / spacing[0]  # x voxels to move back, per y
-    src = torch.round(_arange(nx, volume)[None, :, None] - shift[:, None, :])  # [B, X, Y]
-    inside = ((src >= 0) & (src <= nx - 1)).to(volume.dtype)
-    index = torch.clamp(src, 0, nx - 1).long()[..., None].expand(b, nx, ny, nz)
-    return torch.gather(volume, 1, index) * inside[..., None]
+    src_x = (_arange(nx, volume)[None, :, None] - shift[:, None, :])[..., None]  # [B, X, Y, 1]
+    src_y = _arange(ny, volume)[None, None, :, None]
+    src_z = _arange(nz, volume)[None, None, None, :]
+    flat = volume.reshape(b, 1, -1)
+    return _interpolate(flat, (src_x, src_y, src_z), (nx, ny, nz))[:, 0]
 
 
 def reflect(
     volume: torch.Tensor, normal: torch.Tensor, centre: torch.Tensor, spacing: Sequence[float]
 ) -> torch.Tensor:
     """``volume`` ``[B, C, X, Y, Z]`` reflected about the plane through ``centre`` ``[B, 3]`` (voxels)
-    with unit ``normal`` ``[B, 3]`` (millimetre frame); nearest neighbour, zero where the mirror falls
-    off the grid."""
+    with unit ``normal`` ``[B, 3]`` (millimetre frame); trilinear, zero where the mirror falls off the
+    grid."""
     b, c, *sizes = volume.shape
     axes = [
         (_arange(n, volume)[None, :] - centre[:, i : i + 1]) * float(spacing[i]) for i, n in enumerate(sizes)
@@ -106,18 +149,10 @@ def reflect(
     p = [axes[i].reshape(shapes[i]) for i in range(3)]  # millimetres from the centre, one axis each
     n = [normal[:, i].reshape(b, 1, 1, 1) for i in range(3)]
     distance = p[0] * n[0] + p[1] * n[1] + p[2] * n[2]  # signed distance to the plane, [B, X, Y, Z]
-    index = None
-    inside = None
-    for i, size in enumerate(sizes):
-        src = torch.round((p[i] - 2 * distance * n[i]) / float(spacing[i]) + centre[:, i].reshape(b, 1, 1, 1))
-        ok = (src >= 0) & (src <= size - 1)
-        inside = ok if inside is None else inside & ok
-        src = torch.clamp(src, 0, size - 1)
-        index = src if index is None else index * size + src
-    assert index is not None and inside is not None
-    flat = index.long().reshape(b, 1, -1).expand(b, c, -1)
-    out = torch.gather(volume.reshape(b, c, -1), 2, flat).reshape(volume.shape)
-    return out * inside[:, None].to(volume.dtype)
+    coords = [
+        (p[i] - 2 * distance * n[i]) / float(spacing[i]) + centre[:, i].reshape(b, 1, 1, 1) for i in range(3)
+    ]
+    return _interpolate(volume.reshape(b, c, -1), coords, sizes).reshape(volume.shape)
 
 
 class MidSagittalPlane(nn.Module):
