@@ -55,6 +55,36 @@ class GliomaNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits ``[B, 1]`` for brain-masked SUV volumes ``[B, 1, X, Y, Z]`` on the model grid."""
+        self._check(x)
+        return self.from_prepared(self.prepare(x, checked=True))
+
+    @property
+    def prepare_key(self) -> str:
+        """Describes :meth:`prepare`'s computation: two models with the same key compute the same thing
+        there (it has no parameters), so an ensemble may compute it once for all of them."""
+        stage = getattr(self.backbone, "asymmetry", None) if hasattr(self.backbone, "prepare") else None
+        return f"{self.normalization!r}|{stage!r}|{self.grid}"
+
+    def prepare(self, x: torch.Tensor, *, checked: bool = False) -> torch.Tensor:
+        """The parameter-free input stage: the normalisation, and the backbone's own (``prepare``) if it
+        has one (LesionNet's asymmetry channel). ``checked``: the input shape was checked already."""
+        if not checked:
+            self._check(x)
+        h = self.normalization(x)
+        return self.backbone.prepare(h) if hasattr(self.backbone, "prepare") else h
+
+    def from_prepared(self, h: torch.Tensor) -> torch.Tensor:
+        """Logits ``[B, 1]`` from the output of :meth:`prepare`."""
+        z = (
+            self.backbone.forward_prepared(h)
+            if hasattr(self.backbone, "forward_prepared")
+            else self.backbone(h)
+        )
+        if self.head_kind == "two_class":
+            return z[:, 1:2] - z[:, 0:1]
+        return z
+
+    def _check(self, x: torch.Tensor) -> None:
         # Skipped under jit.trace, where sizes are traced values (the traced graph is fixed anyway).
         bad = x.dim() != 5 or x.shape[1] != 1 or tuple(x.shape[2:]) != self.grid
         if not torch.jit.is_tracing() and bad:
@@ -62,10 +92,6 @@ class GliomaNet(nn.Module):
                 f"model input must be [B, 1, {', '.join(map(str, self.grid))}] (SUV on the model grid), "
                 f"got shape {list(x.shape)}"
             )
-        z = self.backbone(self.normalization(x))
-        if self.head_kind == "two_class":
-            return z[:, 1:2] - z[:, 0:1]
-        return z
 
     def extra_repr(self) -> str:
         return f"head_kind={self.head_kind!r}, grid={self.grid}, gradcam_layer={self.gradcam_layer!r}"

@@ -417,10 +417,21 @@ class LesionNet(nn.Module):
             kind = "ratio (with partial-volume contrast)"
         return f"its built-in left-right {kind} prior (the untrained model)"
 
+    def prepare(self, x: torch.Tensor) -> torch.Tensor:
+        """The parameter-free input stage: the input and its asymmetry channel (or the input alone).
+
+        Folds of one run share it exactly (same options, no parameters), so an exported ensemble computes
+        it once (:class:`gliodeploy.export.ensemble.EnsembleModule`).
+        """
+        return self.asymmetry(x)
+
     def features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """Fused features, brain mask and asymmetry prior (or None) at the evidence level."""
-        brain = (x > 0).to(x.dtype)  # the input is brain-masked (zero outside)
-        h = self.asymmetry(x)
+        return self.features_prepared(self.prepare(x))
+
+    def features_prepared(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """:meth:`features` from the output of :meth:`prepare` (channel 0 is the input itself)."""
+        brain = (h[:, 0:1] > 0).to(h.dtype)  # the input is brain-masked (zero outside)
         prior = h[:, 1:2] if self.use_prior else None
         outs = []
         for level, block in enumerate(self.levels):
@@ -432,7 +443,7 @@ class LesionNet(nn.Module):
                     prior = F.max_pool3d(prior, k, k) if prior is not None else None
             h = block(h)
             outs.append(h)
-        brain = (brain >= 0.5).to(x.dtype)  # a cell is brain when at least half of it is
+        brain = (brain >= 0.5).to(h.dtype)  # a cell is brain when at least half of it is
         target = outs[self.evidence_level].shape[2:]
         fused = [outs[self.evidence_level]] + [
             F.interpolate(o, size=target, mode="nearest") for o in outs[self.evidence_level + 1 :]
@@ -444,7 +455,11 @@ class LesionNet(nn.Module):
         return torch.log(self.evidence(*self.features(x)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        f, brain, prior = self.features(x)
+        return self.forward_prepared(self.prepare(x))
+
+    def forward_prepared(self, h: torch.Tensor) -> torch.Tensor:
+        """:meth:`forward` from the output of :meth:`prepare`."""
+        f, brain, prior = self.features_prepared(h)
         e = torch.log(self.evidence(f, brain, prior)).flatten(1)  # [B, N] evidence logits
         if self.pooling == "max":
             return e.amax(dim=1, keepdim=True)
