@@ -119,3 +119,33 @@ def test_lesionnet_fold_ensemble_exports_through_the_project_path(tmp_path) -> N
     )
     assert report.max_abs_diff <= 1e-4
     assert (tmp_path / "model.onnx").is_file()
+
+
+def test_ensemble_computes_the_folds_shared_input_stage_once() -> None:
+    """Folds with the same options share the parameter-free stage (normalisation, asymmetry, mid-sagittal
+    plane): the ensemble computes it once and gives exactly what each fold gives on its own; folds with
+    different options each keep their own."""
+    from gliodeploy.export.ensemble import EnsembleModule
+
+    cfg = PreprocessConfig.tiny(normalization="tbr")
+    options = {"asymmetry_mode": "ratio", "asymmetry_contrast_gamma": 0.5, "asymmetry_mirror": "midsagittal"}
+    torch.manual_seed(2)
+    folds = [build_model("lesionnet", preprocessing=cfg, **options).eval() for _ in range(3)]
+    with torch.no_grad():  # folds that differ in their learned part only
+        for fold in folds:
+            for p in fold.parameters():
+                p.add_(0.05 * torch.randn_like(p))
+    ensemble = EnsembleModule(folds)
+    assert ensemble.shared_prepare
+    ball = torch.stack(torch.meshgrid(*[torch.linspace(-1, 1, n) for n in cfg.shape], indexing="ij"))
+    x = (1.0 + torch.rand(2, 1, *cfg.shape)) * (ball.pow(2).sum(0) < 0.8).float()
+    calls = []
+    handle = folds[0].backbone.asymmetry.register_forward_hook(lambda *_: calls.append(1))
+    with torch.no_grad():
+        _, fold_prob, _ = ensemble(x)
+        expected = torch.cat([torch.sigmoid(f(x)) for f in folds], dim=1)
+    handle.remove()
+    torch.testing.assert_close(fold_prob, expected)
+    assert len(calls) == 2  # once for the ensemble, once for the reference call of fold 0 above
+    mixed = [folds[0], build_model("lesionnet", preprocessing=cfg).eval()]
+    assert not EnsembleModule(mixed).shared_prepare
