@@ -5,7 +5,8 @@ Tolerances (max |P(recurrence) - float32 ONNX Runtime|, on the tiny random-weigh
 OpenVINO fp32 1e-5 (same arithmetic, other kernels); bf16 :data:`PROBABILITY_TOLERANCE` (0.002, the
 ``auto`` guard's); int8 0.05 (random weights are the worst case for post-training quantisation: the
 guard, not this bound, decides whether int8 is used on a trained model) and ONNX Runtime int8 within
-1e-3 of OpenVINO int8 (one QDQ graph, two engines). bf16 assertions run only on CPUs that compute
+1e-3 of OpenVINO int8 (one QDQ graph, two engines; 5e-3 on a CPU without VNNI, where each engine
+emulates the int8 dot product its own way). bf16 assertions run only on CPUs that compute
 bf16 (AMX / AVX512-BF16); elsewhere bf16 must be refused with a reason.
 """
 
@@ -78,7 +79,11 @@ def test_int8_same_graph_both_engines(graph: tuple[Path, np.ndarray]) -> None:
     path, inputs = graph
     a = create_engine(path, EngineChoice("onnxruntime", "int8")).probabilities(inputs)
     b = create_engine(path, EngineChoice("openvino", "int8")).probabilities(inputs)
-    np.testing.assert_allclose(a, b, atol=1e-3)
+    # With VNNI both engines multiply int8 exactly (within 1e-3, measured on Intel AVX-512 VNNI). Without
+    # it (AVX2 only) each engine emulates the int8 dot product its own way (u8 x s8 pairs saturate in
+    # 16 bits): 1.6e-3 measured on an AMD EPYC (AVX2), so 5e-3 there.
+    vnni = bool({"avx512_vnni", "avx_vnni", "amx_int8"} & engines.cpu_flags())
+    np.testing.assert_allclose(a, b, atol=1e-3 if vnni else 5e-3)
 
 
 def _fixed(probs: list[float]):  # noqa: ANN202 - a fake engine: case i -> probs[i]

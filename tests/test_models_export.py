@@ -149,3 +149,5 @@ def test_ensemble_computes_the_folds_shared_input_stage_once() -> None:
     assert len(calls) == 2  # once for the ensemble, once for the reference call of fold 0 above
     mixed = [folds[0], build_model("lesionnet", preprocessing=cfg).eval()]
     assert not EnsembleModule(mixed).shared_prepare
+    study = [build_model("cnn3d", preprocessing=cfg, width="quarter").eval() for _ in range(2)]
+    assert not EnsembleModule(study).shared_prepare  # the study's models export as before

@@ -59,11 +59,14 @@ class GliomaNet(nn.Module):
         return self.from_prepared(self.prepare(x, checked=True))
 
     @property
-    def prepare_key(self) -> str:
+    def prepare_key(self) -> str | None:
         """Describes :meth:`prepare`'s computation: two models with the same key compute the same thing
-        there (it has no parameters), so an ensemble may compute it once for all of them."""
-        stage = getattr(self.backbone, "asymmetry", None) if hasattr(self.backbone, "prepare") else None
-        return f"{self.normalization!r}|{stage!r}|{self.grid}"
+        there (it has no parameters), so an ensemble may compute it once for all of them. None for a
+        backbone without a stage of its own: its normalisation alone is too cheap to be worth changing
+        the exported graph of the study's models."""
+        if not hasattr(self.backbone, "prepare"):
+            return None
+        return f"{self.normalization!r}|{self.backbone.asymmetry!r}|{self.grid}"
 
     def prepare(self, x: torch.Tensor, *, checked: bool = False) -> torch.Tensor:
         """The parameter-free input stage: the normalisation, and the backbone's own (``prepare``) if it
