@@ -162,7 +162,7 @@ VARIANTS.update(
             "asymmetry_peak_smoothing_mm = 0.0, asymmetry_ratio_floor = 0.3, asymmetry_contrast_gamma = 0.5"
         ).replace("epochs = 12", "epochs = 4"),
         # ... with the mirror about the mid-sagittal plane estimated in the network (the demo's since
-        # session 5): Spearman 0.963 / 0.946 with the true TBRmax on the learning-curve cohort.
+        # session 5): Spearman 0.962 / 0.946 with the true TBRmax on the learning-curve cohort.
         "lesionnet_msp_short": _lesionnet_variant(
             'asymmetry_mode = "ratio", asymmetry_tolerance_mm = 8.0, asymmetry_smoothing_mm = 0.0, '
             "asymmetry_peak_smoothing_mm = 0.0, asymmetry_ratio_floor = 0.3, asymmetry_contrast_gamma = 0.5, "

@@ -52,8 +52,9 @@ Not one of the study's six architectures: an improved, named option of the exper
   x axis flipped. A head turned by 10 deg puts the flipped position of a frontal place 1-2 cm from its
   true mirror, so a lesion there can be compared with itself (demo sub-106: true TBRmax 3.15, grid
   ratio 1.39, TBR baseline 2.62). With the plane, the zero-parameter score of the demo's setting ranks
-  the learning-curve cohort's training site closer to the true TBRmax (Spearman 0.963 vs 0.953; AUC
-  0.841 vs 0.835; external 0.946 / 0.727 vs 0.947 / 0.733), chosen there before the demo was scored.
+  the learning-curve cohort's training site closer to the true TBRmax (Spearman 0.962 vs 0.953; AUC
+  0.841 vs 0.835; external 0.946 / 0.725 vs 0.947 / 0.733; ``bench/bench_prior_ranking.py``), chosen
+  there before the demo was scored.
 * What training adds (``gliodeploy evaluate`` compares every run with its untrained self): at ~100
   subjects, nothing measurable; 12 epochs even lower the out-of-fold AUC below the prior's (learning-
   curve cohort 0.776 vs 0.819, paired 95 % CI -0.077 to -0.010), 4 epochs keep it (0.817).

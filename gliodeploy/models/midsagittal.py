@@ -23,8 +23,9 @@ How (no parameters; ONNX opset 18: sums, trigonometry, ``Floor``, ``Gather``, ``
   ONNX Runtime and PyTorch, whose arithmetic differs in the last bits, choose the same plane.
 
 On the synthetic learning-curve cohort (500 scans; head rotations N(0, 5 deg) per axis, clipped at
-15 deg) the estimate is off the true yaw by 0.7 deg on average (95 % within 1.9 deg) and off the true
-roll by 0.6 deg (95 % within 1.7 deg); ~11 ms per scan on one CPU core at 64x64x41.
+15 deg) the estimate is off the true yaw by 0.5 deg on average (95 % within 1.6 deg) and off the true
+roll by 0.2 deg (95 % within 0.7 deg); ~30 ms per scan on one CPU core at 64x64x41 (the reflection
+included).
 """
 
 from __future__ import annotations
