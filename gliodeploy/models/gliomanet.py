@@ -55,8 +55,7 @@ class GliomaNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits ``[B, 1]`` for brain-masked SUV volumes ``[B, 1, X, Y, Z]`` on the model grid."""
-        self._check(x)
-        return self.from_prepared(self.prepare(x, checked=True))
+        return self.from_prepared(self.prepare(x))
 
     @property
     def prepare_key(self) -> str | None:
@@ -68,11 +67,10 @@ class GliomaNet(nn.Module):
             return None
         return f"{self.normalization!r}|{self.backbone.asymmetry!r}|{self.grid}"
 
-    def prepare(self, x: torch.Tensor, *, checked: bool = False) -> torch.Tensor:
+    def prepare(self, x: torch.Tensor) -> torch.Tensor:
         """The parameter-free input stage: the normalisation, and the backbone's own (``prepare``) if it
-        has one (LesionNet's asymmetry channel). ``checked``: the input shape was checked already."""
-        if not checked:
-            self._check(x)
+        has one (LesionNet's asymmetry channel). Checks the input shape first."""
+        self._check(x)
         h = self.normalization(x)
         return self.backbone.prepare(h) if hasattr(self.backbone, "prepare") else h
 
